@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh machine: `make train` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PRESET ?= default
+ARGS   ?=
+
+.PHONY: train test bench data clean help
+
+help:
+	@echo "make train   set up $(VENV), fetch MNIST, train the '$(PRESET)' preset, print the result"
+	@echo "make test    set up $(VENV) with the test extra, run the whole suite"
+	@echo "make bench   speed benchmarks (see benchmarks/)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch is pinned in requirements.txt (the CPU wheel); the package itself keeps a loose range.
+$(VENV)/.core: $(PY) requirements.txt pyproject.toml
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.core
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+data: $(VENV)/.core
+	$(PY) -m tinymnist data fetch
+
+train: data
+	$(PY) -m tinymnist train --preset $(PRESET) $(ARGS)
+
+test: $(VENV)/.test
+	$(PY) -m pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,103 @@
+"""Batched, per-image augmentation on the device, and the MNIST normalization.
+
+One affine grid per batch does rotation, scale, shear and translation with independent
+parameters for every image; random erasing is a per-image rectangle mask. Everything
+is tensor arithmetic, so it runs wherever the batch lives, with no per-image loop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Strength of each augmentation; 0 switches it off."""
+
+    rotate_deg: float = 15.0  # rotation drawn from U(-rotate_deg, rotate_deg)
+    translate: float = 0.1  # shift as a fraction of the image side, per axis
+    scale: float = 0.1  # scale drawn from U(1 - scale, 1 + scale)
+    shear_deg: float = 5.0  # x-shear angle drawn from U(-shear_deg, shear_deg)
+    erase_prob: float = 0.0  # chance that an image gets one erased rectangle
+    erase_area: tuple[float, float] = (0.02, 0.15)  # rectangle area as a fraction of the image
+
+    @property
+    def geometric(self) -> bool:
+        return any((self.rotate_deg, self.translate, self.scale, self.shear_deg))
+
+    def scaled(self, factor: float) -> "AugmentSpec":
+        """All strengths times ``factor`` (0 gives no augmentation at all)."""
+        return AugmentSpec(self.rotate_deg * factor, self.translate * factor, self.scale * factor,
+                           self.shear_deg * factor, min(1.0, self.erase_prob * factor), self.erase_area)
+
+
+NO_AUGMENT = AugmentSpec(0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def normalize(images_u8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (B, 28, 28) -> normalized float (B, 1, 28, 28)."""
+    x = images_u8.unsqueeze(1).to(dtype) / 255.0
+    return (x - MNIST_MEAN) / MNIST_STD
+
+
+def _uniform(n: int, bound: float, generator, device) -> torch.Tensor:
+    return (torch.rand(n, generator=generator, device=device) * 2 - 1) * bound
+
+
+def affine_matrices(n: int, spec: AugmentSpec, generator: torch.Generator | None,
+                    device: torch.device) -> torch.Tensor:
+    """(n, 2, 3) matrices mapping output to input coordinates in [-1, 1], one per image."""
+    angle = _uniform(n, math.radians(spec.rotate_deg), generator, device)
+    shear = _uniform(n, math.radians(spec.shear_deg), generator, device)
+    scale = 1 + _uniform(n, spec.scale, generator, device)
+    # translate is a fraction of the side; grid coordinates span 2 units per side
+    shift = _uniform(2 * n, 2 * spec.translate, generator, device).view(n, 2)
+    cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
+    # forward map A = R(angle) @ Shear(shear) * scale; grid_sample needs its inverse
+    a = torch.stack([cos, cos * tan - sin, sin, sin * tan + cos], dim=1).view(n, 2, 2) * scale.view(n, 1, 1)
+    inv = torch.linalg.inv(a)
+    return torch.cat([inv, -(inv @ shift.unsqueeze(2))], dim=2)
+
+
+def erase_mask(n: int, side: int, spec: AugmentSpec, generator: torch.Generator | None,
+               device: torch.device) -> torch.Tensor:
+    """(n, 1, side, side) bool mask, True where a pixel is erased."""
+    lo, hi = spec.erase_area
+    area = (lo + (hi - lo) * torch.rand(n, generator=generator, device=device)) * side * side
+    log_ratio = _uniform(n, math.log(3.0), generator, device)  # aspect ratio in [1/3, 3]
+    h = (area * log_ratio.exp()).sqrt().clamp(1, side)
+    w = (area / log_ratio.exp()).sqrt().clamp(1, side)
+    top = torch.rand(n, generator=generator, device=device) * (side - h)
+    left = torch.rand(n, generator=generator, device=device) * (side - w)
+    apply = torch.rand(n, generator=generator, device=device) < spec.erase_prob
+    coords = torch.arange(side, device=device, dtype=torch.float32)
+    rows = (coords >= top[:, None]) & (coords < (top + h)[:, None])  # (n, side)
+    cols = (coords >= left[:, None]) & (coords < (left + w)[:, None])
+    return (rows[:, :, None] & cols[:, None, :] & apply[:, None, None]).unsqueeze(1)
+
+
+def augment_batch(images_u8: torch.Tensor, spec: AugmentSpec, generator: torch.Generator | None = None,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (B, 28, 28) -> augmented, normalized float (B, 1, 28, 28).
+
+    Geometry is applied before normalization so that pixels sampled from outside the
+    image are ink-free background (0), as MNIST's border is; erased pixels are set to
+    background too, which reads as occlusion rather than as a grey patch.
+    """
+    n, side = images_u8.shape[0], images_u8.shape[-1]
+    device = images_u8.device
+    x = images_u8.unsqueeze(1).to(dtype) / 255.0  # (B, 1, 28, 28)
+    if spec.geometric:
+        theta = affine_matrices(n, spec, generator, device).to(dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if spec.erase_prob > 0:
+        x = x.masked_fill(erase_mask(n, side, spec, generator, device), 0.0)
+    return (x - MNIST_MEAN) / MNIST_STD

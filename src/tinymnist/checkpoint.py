@@ -1,0 +1,143 @@
+"""Save and load trained models: safetensors weights plus a JSON sidecar that describes them.
+
+The sidecar names the model, its parameter count, the input normalization, the measured
+accuracy, the config and the versions, so loading needs no flags. Nothing here unpickles:
+safetensors holds plain tensors only, and the sidecar is JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from . import __version__
+from .augment import MNIST_MEAN, MNIST_STD
+from .fileio import atomic_write
+from .models import UnknownModelError, count_parameters, create_model
+
+FORMAT = "tinymnist-checkpoint/1"
+LABELS = [str(d) for d in range(10)]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, malformed, or does not fit its model."""
+
+
+def versions() -> dict:
+    import numpy
+
+    return {"tinymnist": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def sidecar_path(weights_path: Path) -> Path:
+    return Path(weights_path).with_suffix(".json")
+
+
+def plain_module(model: nn.Module) -> nn.Module:
+    """The module under a torch.compile or DDP wrapper, whose keys carry no prefix."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, *, model_name: str, metadata: dict) -> Path:
+    """Write ``path`` (.safetensors) and its .json sidecar, each atomically."""
+    path = Path(path)
+    module = plain_module(model)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    # one metadata key: safetensors writes a multi-key header in hash order, which would make
+    # byte-identical weights hash differently from run to run
+    blob = save_safetensors(state, metadata={"tinymnist": json.dumps({"format": FORMAT, "model": model_name})})
+    sidecar = {
+        "format": FORMAT,
+        "model": model_name,
+        "params": count_parameters(module),
+        "normalization": {"mean": MNIST_MEAN, "std": MNIST_STD},
+        "input": {"shape": [1, 28, 28], "dtype": "float32", "layout": "NCHW",
+                  "pixels": "white ink on black, scaled to [0, 1], then (x - mean) / std"},
+        "labels": LABELS,
+        "weights_file": path.name,
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": versions(),
+        **metadata,
+    }
+    # weights first, sidecar last: a sidecar only exists for weights that were fully written
+    atomic_write(path, blob)
+    atomic_write(sidecar_path(path), json.dumps(sidecar, indent=2) + "\n")
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """Accept the .safetensors file, its .json sidecar, or a run directory holding one model."""
+    path = Path(path)
+    if path.is_dir():
+        candidates = sorted(path.glob("mnist_model_*.safetensors"))
+        if len(candidates) != 1:
+            raise CheckpointError(f"{path} holds {len(candidates)} models; name one")
+        return candidates[0]
+    if path.suffix == ".json":
+        path = path.with_suffix(".safetensors")
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    return path
+
+
+def read_metadata(path: str | Path) -> dict:
+    weights = resolve_checkpoint(path)
+    side = sidecar_path(weights)
+    if not side.is_file():
+        raise CheckpointError(f"{weights} has no sidecar {side.name}: it does not describe its model")
+    try:
+        meta = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{side} is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
+        raise CheckpointError(f"{side} is not a {FORMAT} sidecar")
+    return meta
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """The model (in eval mode, on ``device``) and its sidecar metadata."""
+    weights = resolve_checkpoint(path)
+    meta = read_metadata(weights)
+    blob = weights.read_bytes()
+    if meta.get("weights_sha256") and hashlib.sha256(blob).hexdigest() != meta["weights_sha256"]:
+        raise CheckpointError(f"{weights} does not match the sha256 in its sidecar (corrupt or replaced)")
+    try:
+        state = load_safetensors(blob)
+    except (SafetensorError, ValueError) as exc:
+        raise CheckpointError(f"{weights} is not a safetensors file ({exc})") from None
+    try:
+        model = create_model(meta["model"])
+    except UnknownModelError as exc:
+        raise CheckpointError(f"{weights}: {exc}") from None
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise CheckpointError(f"{weights}: tensor {key!r} of model {meta['model']} is missing")
+        if state[key].shape != tensor.shape:
+            raise CheckpointError(f"{weights}: tensor {key!r} has shape {tuple(state[key].shape)}, "
+                                  f"model {meta['model']} needs {tuple(tensor.shape)}")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise CheckpointError(f"{weights}: unexpected tensor {extra[0]!r} for model {meta['model']}")
+    model.load_state_dict(state)
+    return model.to(device).eval(), meta
+
+
+def find_latest_checkpoint(root: str | Path = "runs") -> Path:
+    """The newest ``mnist_model_*.safetensors`` under ``root`` (by modification time)."""
+    found = [p for p in Path(root).glob("**/mnist_model_*.safetensors") if sidecar_path(p).is_file()]
+    if not found:
+        raise CheckpointError(f"no saved model under {root}/; train one or pass --checkpoint")
+    return max(found, key=lambda p: p.stat().st_mtime)

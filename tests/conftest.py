@@ -1,0 +1,39 @@
+"""Shared fixtures: the real MNIST (fetched once into the user cache) and small slices of it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tinymnist.data import MNIST, fetch_mnist, load_mnist, read_cache, resolve_data_dir
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """The verified MNIST cache (fetched on first use, as `make train` would)."""
+    directory = resolve_data_dir(None)
+    fetch_mnist(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir) -> MNIST:
+    return load_mnist(mnist_dir, fetch=False)
+
+
+@pytest.fixture(scope="session")
+def mnist_arrays(mnist_dir):
+    return read_cache(mnist_dir)
+
+
+@pytest.fixture(scope="session")
+def small_mnist(mnist) -> MNIST:
+    """2,048 training and 1,000 test images: enough to see learning, fast enough for unit tests."""
+    return MNIST(mnist.train_images[:2048], mnist.train_labels[:2048],
+                 mnist.test_images[:1000], mnist.test_labels[:1000])
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    # the suite's timings are irrelevant, but keep runs on a 2-core CI machine predictable
+    torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -1,0 +1,93 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tinymnist.checkpoint import (CheckpointError, find_latest_checkpoint, load_checkpoint, read_metadata,
+                                  save_checkpoint, sidecar_path)
+from tinymnist.evaluate import predict_logits
+from tinymnist.models import create_model
+
+
+def trained_like(name="cnn20k"):
+    torch.manual_seed(0)
+    model = create_model(name)
+    # perturb BatchNorm statistics so that buffers matter in the round trip
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def test_round_trip_gives_the_same_predictions(tmp_path, small_mnist):
+    model = trained_like()
+    path = save_checkpoint(model, tmp_path / "mnist_model_acc99.00.safetensors", model_name="cnn20k",
+                           metadata={"test_acc": 99.0, "seed": 3})
+    loaded, meta = load_checkpoint(path)
+    assert meta["model"] == "cnn20k" and meta["seed"] == 3 and meta["params"] > 0
+    assert meta["normalization"] == {"mean": 0.1307, "std": 0.3081}
+    images = small_mnist.test_images[:200]
+    assert torch.equal(predict_logits(model, images), predict_logits(loaded, images))
+    # the sidecar, the run directory and the weights path all load the same model
+    assert load_checkpoint(sidecar_path(path))[1] == meta
+    assert load_checkpoint(tmp_path)[1] == meta
+
+
+def test_compiled_wrapper_is_saved_without_prefix(tmp_path):
+    model = trained_like()
+    wrapper = torch.nn.Module()
+    wrapper._orig_mod = model  # what torch.compile's OptimizedModule looks like
+    path = save_checkpoint(wrapper, tmp_path / "m.safetensors", model_name="cnn20k", metadata={})
+    loaded, _ = load_checkpoint(path)
+    assert set(loaded.state_dict()) == set(model.state_dict())
+
+
+def test_missing_checkpoint_and_missing_sidecar(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+    save_file({"w": torch.zeros(2)}, tmp_path / "bare.safetensors")
+    with pytest.raises(CheckpointError, match="no sidecar"):
+        load_checkpoint(tmp_path / "bare.safetensors")
+
+
+def test_weights_that_do_not_fit_the_model_name_the_tensor(tmp_path):
+    path = save_checkpoint(trained_like("seednet"), tmp_path / "m.safetensors", model_name="seednet", metadata={})
+    meta = json.loads(sidecar_path(path).read_text())
+    meta["model"] = "cnn20k"
+    meta.pop("weights_sha256")
+    sidecar_path(path).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="tensor '.*'"):
+        load_checkpoint(path)
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    path = save_checkpoint(trained_like(), tmp_path / "m.safetensors", model_name="cnn20k", metadata={})
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 1
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(path)
+
+
+def test_bad_sidecar_json(tmp_path):
+    path = save_checkpoint(trained_like(), tmp_path / "m.safetensors", model_name="cnn20k", metadata={})
+    sidecar_path(path).write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        read_metadata(path)
+
+
+def test_find_latest_checkpoint(tmp_path):
+    import os
+
+    with pytest.raises(CheckpointError, match="no saved model"):
+        find_latest_checkpoint(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    older = save_checkpoint(trained_like(), tmp_path / "a" / "mnist_model_acc99.10.safetensors",
+                            model_name="cnn20k", metadata={})
+    newer = save_checkpoint(trained_like(), tmp_path / "b" / "mnist_model_acc99.20.safetensors",
+                            model_name="cnn20k", metadata={})
+    os.utime(older, (1, 1))
+    assert find_latest_checkpoint(tmp_path) == newer

@@ -1,0 +1,94 @@
+"""The command line: help for every verb, one-line errors with exit code 2, JSON output."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tinymnist.cli import build_parser, main
+
+VERBS = [["train"], ["eval"], ["data"], ["data", "fetch"], ["data", "info"], ["models"], ["presets"]]
+
+
+@pytest.mark.parametrize("verb", VERBS, ids=" ".join)
+def test_every_verb_has_help(verb, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*verb, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: tinymnist" in capsys.readouterr().out
+
+
+def test_every_verb_is_covered_by_the_help_test():
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if a.dest == "command").choices
+    assert set(verbs) == {v[0] for v in VERBS}
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "tinymnist", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120)
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tinymnist: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["train", "--model", "nope", "--dry-run"], "unknown model 'nope'"),
+    (["train", "--preset", "nope"], "unknown preset 'nope'"),
+    (["train", "--epochs", "abc"], "invalid float value"),
+    (["train", "--lr", "-1"], "lr must be > 0"),
+    (["train", "--batch-size", "0"], "batch_size must be > 0"),
+    (["train", "--device", "tpu"], "unknown device"),
+    (["train", "--no-such-flag"], "unrecognized arguments"),
+    (["train", "--config", "/nonexistent/config.json"], "cannot read config"),
+    (["eval", "/nonexistent/model.safetensors"], "no checkpoint"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, fragment, tmp_path):
+    assert_one_line_error(run_cli(*args, cwd=tmp_path), fragment)
+
+
+def test_unwritable_output_directory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(run_cli("train", "--dry-run", "--out", str(blocker / "run")), "cannot write")
+
+
+def test_models_and_presets_json(capsys):
+    assert main(["models", "--json"]) == 0
+    models = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert models["seednet"]["params"] == 11_058 and models["cnn20k"]["params"] < 20_000
+    assert main(["presets", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["presets"]["quick"]["preset"] == "quick"
+
+
+def test_data_info_json(mnist_dir, capsys):
+    assert main(["data", "info", "--data-dir", str(mnist_dir), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["verified"] is True and info["bytes"] > 50e6
+
+
+def test_dry_run_train_then_eval_and_rerun_config(tmp_path, mnist_dir):
+    out = tmp_path / "run"
+    proc = run_cli("train", "--dry-run", "--device", "cpu", "--out", str(out), "--data-dir", str(mnist_dir),
+                   "--json", "--seed", "3")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)  # one JSON object, nothing else on stdout
+    for key in ("test_acc", "params", "model", "preset", "epochs", "seed", "train_seconds", "checkpoint"):
+        assert key in result
+    assert result["seed"] == 3 and (out / "config.json").is_file()
+    proc = run_cli("eval", result["checkpoint"], "--data-dir", str(mnist_dir), "--json", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["test_acc"] == pytest.approx(result["test_acc"])
+    proc = run_cli("train", "--config", str(out / "config.json"), "--out", str(tmp_path / "again"),
+                   "--data-dir", str(mnist_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(proc.stdout)
+    assert again["test_acc"] == result["test_acc"] and again["seed"] == 3  # same config, same result on CPU

@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from tinymnist.models import (PARAM_BUDGET, UnknownModelError, count_parameters, create_model,
+                              list_models, model_info)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_shape_backward_and_budget(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    x = torch.randn(4, 1, 28, 28, requires_grad=True)
+    logits = model(x)
+    assert logits.shape == (4, 10)
+    logits.logsumexp(1).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.parameters())
+    params = count_parameters(model)
+    assert params < model_info(name).budget, f"{name}: {params} >= budget {model_info(name).budget}"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_in_channels_last_matches(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    x = torch.randn(3, 1, 28, 28)
+    reference = model(x)
+    model = model.to(memory_format=torch.channels_last)
+    assert torch.allclose(model(x.contiguous(memory_format=torch.channels_last)), reference, atol=1e-5)
+
+
+def test_project_budget_holds_for_the_default_and_seednet():
+    assert model_info("cnn20k").budget <= PARAM_BUDGET
+    assert count_parameters(create_model("cnn20k")) < 20_000
+    assert count_parameters(create_model("seednet")) == 11_058  # the job's original net, exactly
+
+
+def test_models_use_batchnorm_and_dropout():
+    modules = {type(m).__name__ for m in create_model("cnn20k").modules()}
+    assert {"BatchNorm2d", "Dropout"} <= modules
+
+
+def test_unknown_model_names_the_choices():
+    with pytest.raises(UnknownModelError, match="unknown model 'nope'.*cnn20k"):
+        create_model("nope")

@@ -1,0 +1,87 @@
+import json
+import math
+
+import pytest
+
+from tinymnist.config import ConfigError, TrainConfig, list_presets, preset_config
+from tinymnist.train import OutputDirError, resolve_device, train
+
+
+def tiny(**overrides):
+    base = dict(device="cpu", batch_size=64, epochs=1, eval_batch_size=500, target_acc=50.0)
+    return preset_config("default", **{**base, **overrides})
+
+
+def quiet(msg):
+    pass
+
+
+def test_same_seed_same_weights_on_cpu(tmp_path, small_mnist):
+    a = train(tiny(seed=7), data=small_mnist, out_dir=tmp_path / "a", progress=False, log=quiet)
+    b = train(tiny(seed=7), data=small_mnist, out_dir=tmp_path / "b", progress=False, log=quiet)
+    c = train(tiny(seed=8), data=small_mnist, out_dir=tmp_path / "c", progress=False, log=quiet)
+    sha = [json.loads(open(r.checkpoint.replace(".safetensors", ".json")).read())["weights_sha256"]
+           for r in (a, b, c)]
+    untimed = [[{k: v for k, v in h.items() if k != "seconds"} for h in r.history] for r in (a, b)]
+    assert sha[0] == sha[1] and untimed[0] == untimed[1]
+    assert sha[0] != sha[2]
+
+
+def test_training_learns_and_writes_its_outputs(tmp_path, small_mnist):
+    r = train(tiny(epochs=3), data=small_mnist, out_dir=tmp_path, progress=False, log=quiet)
+    losses = [h["train_loss"] for h in r.history]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert r.test_acc > 80  # 2k images, 3 epochs: well above chance (10%)
+    assert r.passed and r.checkpoint.endswith(f"mnist_model_acc{r.test_acc:.2f}.safetensors")
+    for name in ("config.json", "metrics.csv", "metrics.json", "curves.png", "confusion.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert TrainConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == tiny(epochs=3)
+    sidecar = json.loads((tmp_path / f"mnist_model_acc{r.test_acc:.2f}.json").read_text())
+    assert sidecar["test_acc"] == r.test_acc and sidecar["config"]["epochs"] == 3
+
+
+def test_missing_the_target_is_reported_and_not_named_as_passing(tmp_path, small_mnist):
+    r = train(tiny(epochs=0.1, target_acc=99.9), data=small_mnist, out_dir=tmp_path, progress=False, log=quiet)
+    assert not r.passed and r.checkpoint.endswith("mnist_model_final.safetensors")
+
+
+def test_fractional_epochs_and_dry_run(small_mnist):
+    steps_per_epoch = 2048 // 64
+    r = train(tiny(epochs=0.5), data=small_mnist, progress=False, log=quiet)
+    assert r.steps == math.ceil(0.5 * steps_per_epoch) and len(r.history) == 1
+    d = train(tiny(dry_run=True, epochs=5), data=small_mnist, progress=False, log=quiet)
+    assert d.steps == 3 and not d.passed
+
+
+def test_ema_is_evaluated_when_enabled(small_mnist):
+    r = train(tiny(ema=0.9, epochs=2), data=small_mnist, progress=False, log=quiet)
+    plain = train(tiny(epochs=2), data=small_mnist, progress=False, log=quiet)
+    assert r.test_acc > 50 and r.history[-1]["test_loss"] != plain.history[-1]["test_loss"]
+
+
+def test_unwritable_output_directory_fails_before_training(tmp_path, small_mnist):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputDirError, match="cannot write"):
+        train(tiny(), data=small_mnist, out_dir=blocker / "run", progress=False, log=quiet)
+
+
+def test_presets_and_config_validation():
+    assert {"default", "quick", "speedrun", "seednet"} <= set(list_presets())
+    for name in list_presets():
+        assert preset_config(name).preset == name
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset_config("nope")
+    with pytest.raises(ConfigError, match="lr must be > 0"):
+        preset_config("default", lr=-1)
+    with pytest.raises(ConfigError, match="unknown config field"):
+        TrainConfig.from_dict({"nope": 1})
+    cfg = preset_config("quick", seed=5)
+    assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ConfigError):
+        resolve_device("tpu")
