@@ -8,7 +8,8 @@ import pytest
 
 from tinymnist.cli import build_parser, main
 
-VERBS = [["train"], ["eval"], ["data"], ["data", "fetch"], ["data", "info"], ["models"], ["presets"]]
+VERBS = [["train"], ["eval"], ["data"], ["data", "fetch"], ["data", "info"], ["models"], ["presets"],
+         ["bench"], ["bench", "speed"], ["bench", "infer"]]
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=" ".join)

@@ -163,6 +163,62 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import bench_inference, bench_speed
+    from .checkpoint import load_checkpoint
+    from .config import list_presets
+    from .models import create_model
+
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr if args.json else sys.stdout,
+                                                                flush=True))
+    if args.bench_command == "speed":
+        presets = [p for p in args.presets.split(",") if p]
+        unknown = [p for p in presets if p not in list_presets()]
+        if unknown:
+            raise CLIError(f"unknown preset {unknown[0]!r}; choose from {', '.join(list_presets())}")
+        if args.seeds < 1:
+            raise CLIError("--seeds must be at least 1")
+        report = bench_speed(presets, list(range(args.seeds)), args.device, args.data_dir, log)
+        if not args.json:
+            print_speed_table(report)
+    else:
+        if args.checkpoint:
+            model, _ = load_checkpoint(args.checkpoint)
+        else:
+            model = create_model(args.model)  # speed does not depend on the weights
+        report = bench_inference(model, args.device, args.batch_size)
+        report["model"] = args.model if not args.checkpoint else str(args.checkpoint)
+        if not args.json:
+            print(f"{report['model']} on {report['device']} ({report['machine']['cpu']}): "
+                  f"{report['batched_images_per_second']:,.0f} images/s in batches of {report['batch_size']}; "
+                  f"one image p50 {report['single_latency_ms_p50']:.3f} ms, p99 {report['single_latency_ms_p99']:.3f} ms")
+    if args.out:
+        from .fileio import atomic_write
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(args.out, json.dumps(report, indent=2, default=str) + "\n")
+    if args.json:
+        emit_json(report)
+    return 0
+
+
+def print_speed_table(report: dict) -> None:
+    m = report["machine"]
+    print(f"machine: {m.get('gpu') or m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} "
+          f"({m['torch_threads']} threads), device {m['device']}")
+    print(f"fp32 matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s; data load from cache "
+          f"{report['data_load_seconds']:.2f} s")
+    header = (f"{'preset':<10} {'model':<9} {'params':>6} {'epochs':>6} {'seeds':>5} {'test acc (mean±std)':>20} "
+              f"{'min':>6} {'train s (median)':>16} {'img/s':>8} {'GFLOP/s':>8} {'of peak':>7}")
+    print(header)
+    for r in report["results"]:
+        peak = f"{100 * r['fraction_of_matmul_peak']:.0f}%" if r["fraction_of_matmul_peak"] else "-"
+        print(f"{r['preset']:<10} {r['model']:<9} {r['params']:>6,} {r['epochs']:>6g} {len(r['seeds']):>5} "
+              f"{r['test_acc_mean']:>12.2f} ± {r['test_acc_std']:.2f} {r['test_acc_min']:>6.2f} "
+              f"{r['train_seconds_median']:>16.2f} {r['images_per_second']:>8,.0f} "
+              f"{r['train_gflops_per_second']:>8.1f} {peak:>7}")
+
+
 # ---------------------------------------------------------------- parser and main
 
 def build_parser() -> Parser:
@@ -215,6 +271,28 @@ def build_parser() -> Parser:
     p = verbs.add_parser("models", help="list registered models", description="Names, parameters, budgets.")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_models)
+
+    p = verbs.add_parser("bench", help="speed and inference benchmarks",
+                         description="speed: train presets over seeds, report accuracy mean ± std, median "
+                         "time, images/s and FLOP/s against the matmul peak. infer: inference throughput and latency.")
+    bench_verbs = p.add_subparsers(dest="bench_command", metavar="KIND", required=True, parser_class=Parser)
+    b = bench_verbs.add_parser("speed", help="time to accuracy over seeds",
+                               description="Train each preset once per seed (0..N-1) and report the figures.")
+    b.add_argument("--presets", default="speedrun", help="comma-separated presets (default: speedrun)")
+    b.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    data_dir_arg(b)
+    b = bench_verbs.add_parser("infer", help="inference throughput and single-image latency",
+                               description="Batched images/s and single-image latency (p50, p99), in-process.")
+    b.add_argument("--model", default="cnn20k", help="registered model to time (default cnn20k)")
+    b.add_argument("--checkpoint", help="time this saved model instead")
+    b.add_argument("--batch-size", type=int, default=1000)
+    b.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
+    for b in bench_verbs.choices.values():
+        b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        b.add_argument("--out", help="also write the JSON report to this file")
+        b.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_bench)
 
     p = verbs.add_parser("presets", help="list training presets", description="The named recipes.")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")

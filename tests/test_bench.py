@@ -1,0 +1,54 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from tinymnist.bench import bench_inference, bench_training, forward_flops, matmul_peak_gflops
+from tinymnist.models import create_model
+
+
+def test_flop_counter_matches_a_hand_count():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(2, 4, 3, padding=1, groups=2), nn.Flatten(), nn.Linear(4 * 14 * 14, 10))
+    conv1 = 2 * 28 * 28 * (1 * 3 * 3)  # outputs x multiply-adds per output
+    conv2 = 4 * 14 * 14 * (1 * 3 * 3)  # grouped: each output sees in_channels / groups = 1 channel
+    linear = 10 * 784
+    assert forward_flops(model) == 2 * (conv1 + conv2 + linear)
+
+
+def test_flop_counter_on_a_registered_model_by_hand():
+    # cnn20k: conv 1->16 at 28x28, conv 16->32 at 14x14, conv 32->32 at 7x7, linear 288->10
+    expected = 16 * 784 * 9 + 32 * 196 * 16 * 9 + 32 * 49 * 32 * 9 + 10 * 288
+    assert forward_flops(create_model("cnn20k")) == 2 * expected
+
+
+def test_matmul_peak_is_measured():
+    assert matmul_peak_gflops(torch.device("cpu"), n=256, repeats=3) > 0.1
+
+
+def test_inference_benchmark_reports_throughput_and_latency():
+    report = bench_inference(create_model("cnn20k"), "cpu", batch_size=64, batches=3, single_runs=20)
+    assert report["batched_images_per_second"] > 0
+    assert 0 < report["single_latency_ms_p50"] <= report["single_latency_ms_p99"]
+
+
+def test_training_benchmark_aggregates_seeds(small_mnist):
+    report = bench_training("quick", [0, 1], small_mnist, device="cpu", peak_gflops=100.0, epochs=0.5,
+                            batch_size=64)
+    assert report["seeds"] == [0, 1] and len(report["test_acc"]) == 2
+    assert report["test_acc_min"] == min(report["test_acc"])
+    assert report["train_gflops_per_second"] > 0 and 0 < report["fraction_of_matmul_peak"]
+
+
+@pytest.mark.slow
+def test_speedrun_preset_reaches_98_8_percent(tmp_path, mnist_dir):
+    proc = subprocess.run([sys.executable, "-m", "tinymnist", "train", "--preset", "speedrun", "--device", "cpu",
+                           "--out", str(tmp_path), "--data-dir", str(mnist_dir), "--json", "--target-acc", "98.8"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    print(f"speedrun: {result['test_acc']:.2f}% in {result['train_seconds']:.1f} s")
+    assert result["test_acc"] > 98.8 and result["params"] < 20_000
