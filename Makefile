@@ -34,5 +34,8 @@ train: data
 test: $(VENV)/.test
 	$(PY) -m pytest $(ARGS)
 
+bench: data
+	PY=$(PY) bash benchmarks/speed.sh
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -20,8 +20,8 @@ def test_flop_counter_matches_a_hand_count():
 
 
 def test_flop_counter_on_a_registered_model_by_hand():
-    # cnn20k: conv 1->16 at 28x28, conv 16->32 at 14x14, conv 32->32 at 7x7, linear 288->10
-    expected = 16 * 784 * 9 + 32 * 196 * 16 * 9 + 32 * 49 * 32 * 9 + 10 * 288
+    # cnn20k: conv 1->16 at 28x28, 16->32 and 32->24 at 14x14, 24->24 at 7x7, linear 24*3*3 -> 10
+    expected = 16 * 784 * 9 + 32 * 196 * 16 * 9 + 24 * 196 * 32 * 9 + 24 * 49 * 24 * 9 + 10 * 216
     assert forward_flops(create_model("cnn20k")) == 2 * expected
 
 
@@ -52,3 +52,29 @@ def test_speedrun_preset_reaches_98_8_percent(tmp_path, mnist_dir):
     result = json.loads(proc.stdout)
     print(f"speedrun: {result['test_acc']:.2f}% in {result['train_seconds']:.1f} s")
     assert result["test_acc"] > 98.8 and result["params"] < 20_000
+
+
+def test_gpu_script_runs_its_cpu_path(tmp_path, mnist_dir):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PATH": "/usr/bin:/bin", "PY": sys.executable, "DEVICE": "cpu", "DATA": str(mnist_dir),
+           "OUT": str(tmp_path), "SEEDS": "2", "DEFAULT_SEEDS": "1", "DRY_RUN": "1", "HOME": str(tmp_path)}
+    proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu.sh")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    speed = json.loads((tmp_path / "speed-cpu.json").read_text())
+    assert speed["machine"]["device"] == "cpu" and speed["results"][0]["seeds"] == [0, 1]
+    assert json.loads((tmp_path / "default-cpu.json").read_text())["results"][0]["preset"] == "default"
+    assert json.loads((tmp_path / "infer-cpu.json").read_text())["batched_images_per_second"] > 0
+
+
+def test_gpu_script_refuses_to_run_without_data(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PATH": "/usr/bin:/bin", "PY": sys.executable, "DEVICE": "cpu", "DATA": str(tmp_path / "none"),
+           "OUT": str(tmp_path)}
+    proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu.sh")], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "no verified MNIST cache" in proc.stderr

@@ -178,7 +178,8 @@ def cmd_bench(args) -> int:
             raise CLIError(f"unknown preset {unknown[0]!r}; choose from {', '.join(list_presets())}")
         if args.seeds < 1:
             raise CLIError("--seeds must be at least 1")
-        report = bench_speed(presets, list(range(args.seeds)), args.device, args.data_dir, log)
+        overrides = {"dry_run": True} if args.dry_run else {}
+        report = bench_speed(presets, list(range(args.seeds)), args.device, args.data_dir, log, **overrides)
         if not args.json:
             print_speed_table(report)
     else:
@@ -281,6 +282,7 @@ def build_parser() -> Parser:
     b.add_argument("--presets", default="speedrun", help="comma-separated presets (default: speedrun)")
     b.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
     b.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    b.add_argument("--dry-run", action="store_true", help="three steps per run: checks the benchmark itself")
     data_dir_arg(b)
     b = bench_verbs.add_parser("infer", help="inference throughput and single-image latency",
                                description="Batched images/s and single-image latency (p50, p99), in-process.")

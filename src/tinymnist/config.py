@@ -19,7 +19,7 @@ class TrainConfig:
 
     preset: str = "default"
     model: str = "cnn20k"
-    epochs: float = 12.0  # may be fractional: training stops after ceil(epochs * steps/epoch) steps
+    epochs: float = 6.0  # may be fractional: training stops after ceil(epochs * steps/epoch) steps
     batch_size: int = 256
     lr: float = 0.01  # the peak of the one-cycle schedule
     weight_decay: float = 5e-4  # decoupled (AdamW), applied to conv/linear weights only
@@ -29,12 +29,13 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     label_smoothing: float = 0.05
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 disables it
-    # augmentation strengths (0 switches one off)
-    rotate_deg: float = 15.0
-    translate: float = 0.1
-    scale: float = 0.1
-    shear_deg: float = 5.0
-    erase_prob: float = 0.1
+    # augmentation strengths (0 switches one off). Milder than the original job's 15 degrees,
+    # shear and erasing: in a 6-epoch schedule a 19k-parameter net underfits those.
+    rotate_deg: float = 8.0
+    translate: float = 0.08
+    scale: float = 0.08
+    shear_deg: float = 0.0
+    erase_prob: float = 0.0
     # execution
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -87,16 +88,19 @@ class TrainConfig:
 
 
 # Each preset lists only what differs from TrainConfig's defaults.
+NO_AUGMENTATION = dict(rotate_deg=0.0, translate=0.0, scale=0.0, shear_deg=0.0, erase_prob=0.0)
 PRESETS: dict[str, dict] = {
+    # what `make train` runs: >= 99.5% in under 2 minutes on 2 CPU cores (README)
     "default": {},
-    # A smoke test that still clears 99%: small enough for CI on two CPU cores.
-    "quick": dict(model="cnn20k", epochs=3, batch_size=256, lr=0.01, erase_prob=0.0),
-    # The fastest honest recipe to 99.0% (see benchmarks/ and the README).
-    "speedrun": dict(model="speednet", epochs=1, batch_size=256, lr=0.02, label_smoothing=0.1,
-                     rotate_deg=0, translate=0, scale=0, shear_deg=0, erase_prob=0, weight_decay=5e-4),
-    # The job tinymnist grew from: seednet, 20 epochs, batch 64, augmentation on.
+    # a smoke test that still clears 99%: CI trains it on two CPU cores in under a minute
+    "quick": dict(epochs=3),
+    # the fastest honest recipe to 99.0% (README, `tinymnist bench speed`): one epoch, no
+    # augmentation (it slows learning more than it prevents overfitting in one pass)
+    "speedrun": dict(model="speednet", epochs=1, lr=0.03, **NO_AUGMENTATION),
+    # the job tinymnist grew from, on our pipeline: seednet, 20 epochs of batch 64, the
+    # original augmentation (rotation 15 degrees, affine, random erasing)
     "seednet": dict(model="seednet", epochs=20, batch_size=64, lr=0.01, label_smoothing=0.0,
-                    erase_prob=0.1),
+                    rotate_deg=15.0, translate=0.1, scale=0.1, shear_deg=5.0, erase_prob=0.1),
 }
 
 
