@@ -80,3 +80,16 @@ def test_erased_pixels_are_background(small_mnist):
 def test_scaled_zero_is_no_augmentation():
     assert STRONG.scaled(0) == AugmentSpec(0, 0, 0, 0, 0, STRONG.erase_area)
     assert not STRONG.scaled(0).geometric
+
+
+def test_affine_matrices_invert_the_forward_map():
+    spec = AugmentSpec(rotate_deg=15, translate=0.1, scale=0.1, shear_deg=5)
+    theta = affine_matrices(64, spec, torch.Generator().manual_seed(0), torch.device("cpu")).double()
+    inv = theta[:, :, :2]
+    forward = torch.linalg.inv(inv)  # the map the augmentation applies to the image
+    scales = torch.linalg.det(forward).sqrt()
+    assert ((scales > 0.9 - 1e-6) & (scales < 1.1 + 1e-6)).all()
+    # a pure rotation (no shear, scale or shift) is orthonormal, and its inverse its transpose
+    rot = affine_matrices(8, AugmentSpec(15, 0, 0, 0), torch.Generator().manual_seed(1), torch.device("cpu"))
+    assert torch.allclose(rot[:, :, :2] @ rot[:, :, :2].transpose(1, 2), torch.eye(2).expand(8, 2, 2), atol=1e-6)
+    assert torch.allclose(rot[:, :, 2], torch.zeros(8, 2))

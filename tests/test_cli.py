@@ -93,3 +93,13 @@ def test_dry_run_train_then_eval_and_rerun_config(tmp_path, mnist_dir):
     assert proc.returncode == 0, proc.stderr
     again = json.loads(proc.stdout)
     assert again["test_acc"] == result["test_acc"] and again["seed"] == 3  # same config, same result on CPU
+
+
+def test_console_script_and_module_entry_points():
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "tinymnist"
+    assert script.exists(), "the `tinymnist` console script is installed beside the interpreter"
+    for cmd in ([str(script), "--version"], [sys.executable, "-m", "tinymnist", "--version"]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and proc.stdout.startswith("tinymnist ")

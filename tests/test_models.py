@@ -43,3 +43,20 @@ def test_models_use_batchnorm_and_dropout():
 def test_unknown_model_names_the_choices():
     with pytest.raises(UnknownModelError, match="unknown model 'nope'.*cnn20k"):
         create_model("nope")
+
+
+def test_speednet_stem_whitens_training_patches(small_mnist):
+    from tinymnist.augment import normalize
+
+    model = create_model("speednet")
+    images = normalize(small_mnist.train_images[:1000])
+    model.init_from_data(images)
+    conv = model[0][0]
+    half = conv.out_channels // 2
+    assert torch.equal(conv.weight[:half], -conv.weight[half:])  # both signs of each filter
+    responses = torch.nn.functional.conv2d(images, conv.weight, stride=2, padding=1)
+    variances = responses[:, :half].transpose(0, 1).flatten(1).var(1)
+    assert variances.min() > 0.3 and variances.max() < 1.1  # whitened: about unit variance
+    flat = responses[:, :half].transpose(0, 1).flatten(1)
+    correlation = torch.corrcoef(flat) - torch.eye(half)
+    assert correlation.abs().max() < 0.1  # and decorrelated

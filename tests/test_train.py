@@ -85,3 +85,40 @@ def test_device_resolution():
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
     with pytest.raises(ConfigError):
         resolve_device("tpu")
+
+
+def test_frozen_parameters_stay_out_of_the_optimizer_and_unchanged(small_mnist):
+    import torch
+
+    from tinymnist.models import create_model
+    from tinymnist.train import build_optimizer
+
+    model = create_model("cnn20k")
+    stem = model[0][0].weight
+    stem.requires_grad_(False)
+    optimizer, _ = build_optimizer(model, tiny(), total_steps=10)
+    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert id(stem) not in optimized and len(optimized) == sum(1 for p in model.parameters()) - 1
+    before = stem.clone()
+    x = torch.randn(8, 1, 28, 28)
+    model(x).sum().backward()
+    optimizer.step()
+    assert torch.equal(stem, before)
+
+
+def test_data_dependent_init_sees_training_images_only(small_mnist, monkeypatch):
+    from tinymnist import models
+
+    seen = {}
+    original = models.SpeedNet.init_from_data
+
+    def spy(self, images, *args, **kwargs):
+        seen["images"] = images.clone()
+        return original(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(models.SpeedNet, "init_from_data", spy)
+    train(tiny(model="speednet", epochs=0.1), data=small_mnist, progress=False, log=quiet)
+    from tinymnist.augment import normalize
+
+    assert seen["images"].shape[0] == small_mnist.train_images.shape[0]
+    assert (seen["images"] == normalize(small_mnist.train_images)).all()

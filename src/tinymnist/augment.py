@@ -60,9 +60,12 @@ def affine_matrices(n: int, spec: AugmentSpec, generator: torch.Generator | None
     # translate is a fraction of the side; grid coordinates span 2 units per side
     shift = _uniform(2 * n, 2 * spec.translate, generator, device).view(n, 2)
     cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
-    # forward map A = R(angle) @ Shear(shear) * scale; grid_sample needs its inverse
-    a = torch.stack([cos, cos * tan - sin, sin, sin * tan + cos], dim=1).view(n, 2, 2) * scale.view(n, 1, 1)
-    inv = torch.linalg.inv(a)
+    # forward map A = scale * R(angle) @ Shear(shear) = [[a, b], [c, d]]; grid_sample needs
+    # its inverse, written out for 2x2 (torch.linalg.inv would check for singularity, which
+    # on a GPU means a host sync every batch; det = scale^2 > 0 here)
+    a, b = scale * cos, scale * (cos * tan - sin)
+    c, d = scale * sin, scale * (sin * tan + cos)
+    inv = torch.stack([d, -b, -c, a], dim=1).view(n, 2, 2) / (a * d - b * c).view(n, 1, 1)
     return torch.cat([inv, -(inv @ shift.unsqueeze(2))], dim=2)
 
 

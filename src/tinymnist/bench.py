@@ -148,28 +148,36 @@ def bench_speed(presets: list[str], seeds: list[int], device: str = "auto", data
 
 
 @torch.inference_mode()
-def bench_inference(model: nn.Module, device: str = "cpu", batch_size: int = 1000, batches: int = 20,
+def bench_inference(model: nn.Module, device: str = "cpu", batch_size: int = 256, batches: int = 50,
                     single_runs: int = 1000) -> dict:
-    """Batched images/s and single-image latency percentiles of ``model``, in-process."""
+    """Batched images/s and single-image latency percentiles of ``model``, in-process.
+
+    Channels-last layout, as in training: on CPUs it is twice as fast as NCHW for these
+    convolutions. Batch 256 keeps a batch's activations in cache (batch 1000 runs slower).
+    """
     dev = resolve_device(device)
-    model = model.to(dev).eval()
+    model = model.to(dev, memory_format=torch.channels_last).eval()
+
+    def predict(images_u8: torch.Tensor) -> torch.Tensor:
+        return model(normalize(images_u8).contiguous(memory_format=torch.channels_last)).argmax(1)
+
     images = torch.randint(0, 256, (batch_size, 28, 28), dtype=torch.uint8, device=dev)
     for _ in range(3):
-        model(normalize(images))
+        predict(images)
     times = []
     for _ in range(batches):
         synchronize(dev)
         start = time.perf_counter()
-        model(normalize(images)).argmax(1)
+        predict(images)
         synchronize(dev)
         times.append(time.perf_counter() - start)
     one = images[:1]
     for _ in range(20):
-        model(normalize(one))
+        predict(one)
     latencies = []
     for _ in range(single_runs):
         start = time.perf_counter()
-        model(normalize(one)).argmax(1).item()  # .item(): the answer is on the host
+        predict(one).item()  # .item(): the answer is on the host
         latencies.append(time.perf_counter() - start)
     latencies.sort()
     return {"device": str(dev), "batch_size": batch_size, "params": count_parameters(model),

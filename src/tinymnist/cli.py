@@ -288,7 +288,7 @@ def build_parser() -> Parser:
                                description="Batched images/s and single-image latency (p50, p99), in-process.")
     b.add_argument("--model", default="cnn20k", help="registered model to time (default cnn20k)")
     b.add_argument("--checkpoint", help="time this saved model instead")
-    b.add_argument("--batch-size", type=int, default=1000)
+    b.add_argument("--batch-size", type=int, default=256)
     b.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
     for b in bench_verbs.choices.values():
         b.add_argument("--json", action="store_true", help="print one JSON object on stdout")

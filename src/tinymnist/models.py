@@ -96,7 +96,8 @@ class PooledLinearHead(nn.Sequential):
     """(B, C, 7, 7) -> max-pool to 3x3 -> linear over all C*9 values -> 10 logits.
 
     Keeping where a feature fired (which a global average throws away) lets shallow nets
-    learn far faster: 99.0% after one epoch instead of 98.6% for the same convolutions.
+    learn far faster: the same convolutions reached 98.95% after one epoch with this head
+    and 97.39% with a global average.
     """
 
     def __init__(self, channels: int, dropout: float = 0.0):
@@ -129,12 +130,43 @@ def cnn20k() -> nn.Module:
     )
 
 
+class SpeedNet(nn.Sequential):
+    """A strided 4x4 stem straight to 7x7 maps, two convs there, a pooled linear head.
+
+    The stem's filters start as the whitening of the training data's 4x4 patches (see
+    ``init_from_data``, after airbench): a good first layer from step one. They stay
+    trainable: freezing them skips the stem's backward pass but, measured over 3 seeds,
+    cost 0.17 points at one epoch for no time saved that rose above the noise.
+    """
+
+    def __init__(self, width: int = 24, channels: int = 32):
+        super().__init__(
+            conv_bn(1, width, kernel=4, stride=2, pool=True),  # (B, 24, 7, 7)
+            conv_bn(width, channels),
+            conv_bn(channels, channels),
+            PooledLinearHead(channels),
+        )
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor, eps: float = 1e-2) -> None:
+        """Whitening filters from the patch covariance of ``images`` (normalized, (N, 1, 28, 28)).
+
+        Each eigenvector of the 4x4-patch covariance, scaled by 1/sqrt(eigenvalue), is used
+        twice, with both signs, so that ReLU keeps both halves of its response.
+        """
+        conv = self[0][0]
+        k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+        patches = nn.functional.unfold(images.float(), k, stride=s, padding=p)  # (N, k*k, L)
+        patches = patches.transpose(1, 2).reshape(-1, k * k).double()
+        patches = patches - patches.mean(0)
+        eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+        order = eigenvalues.argsort(descending=True)[: conv.out_channels // 2]
+        filters = eigenvectors[:, order].T / (eigenvalues[order, None] + eps).sqrt()
+        filters = torch.cat([filters, -filters]).view_as(conv.weight)
+        conv.weight.copy_(filters.to(conv.weight))
+
+
 @register_model("speednet", budget=PARAM_BUDGET,
-                description="speedrun: strided 4x4 stem + pool (28->7), convs 32-32, pooled linear head")
+                description="speedrun: whitened 4x4 stem + pool (28->7), convs 32-32, pooled linear head")
 def speednet() -> nn.Module:
-    return nn.Sequential(
-        conv_bn(1, 24, kernel=4, stride=2, pool=True),  # (B, 24, 7, 7): nothing runs at 14x14 after the stem
-        conv_bn(24, 32),
-        conv_bn(32, 32),
-        PooledLinearHead(32),
-    )
+    return SpeedNet()

@@ -16,13 +16,14 @@ def plot_curves(history: list[dict], path: str | Path) -> Path:
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(10, 4), layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train (augmented, label-smoothed)")
     loss_ax.plot(epochs, [h["test_loss"] for h in history], "s-", label="test")
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="Loss", yscale="log")
     acc_ax.plot(epochs, [h["train_acc"] for h in history], "o-", label="train (augmented)")
     acc_ax.plot(epochs, [h["test_acc"] for h in history], "s-", label="test")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (loss_ax, acc_ax):
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.savefig(path, dpi=100)
