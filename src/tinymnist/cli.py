@@ -99,7 +99,8 @@ def cmd_eval(args) -> int:
         emit_json({"checkpoint": str(args.checkpoint), "model": meta["model"], "params": meta.get("params"),
                    **result.to_dict()})
         return 0
-    print(f"{meta['model']} ({meta.get('params', '?'):,} parameters): {result.accuracy:.2f}% "
+    params = meta.get("params")
+    print(f"{meta['model']} ({f'{params:,}' if isinstance(params, int) else '?'} parameters): {result.accuracy:.2f}% "
           f"({result.correct}/{result.total}) on the MNIST test set")
     print("per class: " + "  ".join(f"{d}:{a:.2f}" for d, a in enumerate(result.per_class)))
     print("confusion (rows true, columns predicted):")
