@@ -9,7 +9,7 @@ import pytest
 from tinymnist.cli import build_parser, main
 
 VERBS = [["train"], ["eval"], ["data"], ["data", "fetch"], ["data", "info"], ["models"], ["presets"],
-         ["bench"], ["bench", "speed"], ["bench", "infer"]]
+         ["bench"], ["bench", "speed"], ["bench", "accuracy"], ["bench", "infer"]]
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=" ".join)
@@ -51,6 +51,8 @@ def assert_one_line_error(proc, *fragments):
     (["train", "--config", "/nonexistent/config.json"], "cannot read config"),
     (["eval", "/nonexistent/model.safetensors"], "no checkpoint"),
     (["frobnicate"], "invalid choice"),
+    (["bench", "accuracy", "--model", "nope"], "no preset named 'nope'"),
+    (["bench", "speed", "--presets", "nope"], "unknown preset 'nope'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragment, tmp_path):
     assert_one_line_error(run_cli(*args, cwd=tmp_path), fragment)
@@ -103,3 +105,12 @@ def test_console_script_and_module_entry_points():
     for cmd in ([str(script), "--version"], [sys.executable, "-m", "tinymnist", "--version"]):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0 and proc.stdout.startswith("tinymnist ")
+
+
+def test_bench_accuracy_reports_every_seed(mnist_dir):
+    proc = run_cli("bench", "accuracy", "--model", "cnn8k", "--seeds", "2", "--dry-run", "--device", "cpu",
+                   "--data-dir", str(mnist_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)["results"][0]
+    assert result["model"] == "cnn8k" and result["seeds"] == [0, 1] and len(result["test_acc"]) == 2
+    assert result["params"] < 8_000

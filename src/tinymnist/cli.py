@@ -172,7 +172,23 @@ def cmd_bench(args) -> int:
 
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr if args.json else sys.stdout,
                                                                 flush=True))
-    if args.bench_command == "speed":
+    if args.bench_command == "accuracy":
+        if args.model not in list_presets():
+            raise CLIError(f"no preset named {args.model!r}; choose from {', '.join(list_presets())}")
+        if args.seeds < 1:
+            raise CLIError("--seeds must be at least 1")
+        report = bench_speed([args.model], list(range(args.seeds)), args.device, args.data_dir, log,
+                             **({"dry_run": True} if args.dry_run else {}))
+        if not args.json:
+            r = report["results"][0]
+            print(f"{'seed':>4} {'final test acc':>15} {'train s':>8}")
+            for seed, acc, secs in zip(r["seeds"], r["test_acc"], r["train_seconds"]):
+                print(f"{seed:>4} {acc:>14.2f}% {secs:>8.1f}")
+            print(f"{r['preset']} ({r['model']}, {r['params']:,} parameters, {r['epochs']:g} epochs): "
+                  f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}% over {len(r['seeds'])} seeds, "
+                  f"min {r['test_acc_min']:.2f}%, median {r['train_seconds_median']:.1f} s per run "
+                  f"on {report['machine']['cpu'] if report['machine']['device'] == 'cpu' else report['machine'].get('gpu')}")
+    elif args.bench_command == "speed":
         presets = [p for p in args.presets.split(",") if p]
         unknown = [p for p in presets if p not in list_presets()]
         if unknown:
@@ -281,6 +297,14 @@ def build_parser() -> Parser:
     b = bench_verbs.add_parser("speed", help="time to accuracy over seeds",
                                description="Train each preset once per seed (0..N-1) and report the figures.")
     b.add_argument("--presets", default="speedrun", help="comma-separated presets (default: speedrun)")
+    b.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    b.add_argument("--dry-run", action="store_true", help="three steps per run: checks the benchmark itself")
+    data_dir_arg(b)
+    b = bench_verbs.add_parser("accuracy", help="final accuracy of a model's preset over seeds",
+                               description="Train the preset named like the model once per seed (0..N-1): "
+                               "per-seed final test accuracy, mean ± std, min, time per run, parameters.")
+    b.add_argument("--model", required=True, help="a model with a preset of the same name, e.g. cnn8k")
     b.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
     b.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     b.add_argument("--dry-run", action="store_true", help="three steps per run: checks the benchmark itself")

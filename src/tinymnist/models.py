@@ -84,6 +84,16 @@ def conv_bn(cin: int, cout: int, *, kernel: int = 3, stride: int = 1, pool: bool
     return nn.Sequential(*layers)
 
 
+def separable_conv_bn(cin: int, cout: int, *, pool: bool = False) -> nn.Sequential:
+    """Depthwise 3x3 then pointwise 1x1 (the MobileNet factorization): about 9x fewer weights."""
+    layers: list[nn.Module] = [nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False),
+                               nn.Conv2d(cin, cout, 1, bias=False)]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    layers += [nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
 class Head(nn.Sequential):
     """Global average pooling, then one linear layer to the 10 logits."""
 
@@ -127,6 +137,30 @@ def cnn20k() -> nn.Module:
         conv_bn(32, 24, pool=True),  # (B, 24, 7, 7)
         conv_bn(24, 24),
         PooledLinearHead(24, dropout=0.05),  # (B, 24*3*3) -> (B, 10)
+    )
+
+
+@register_model("cnn8k", budget=8_000,
+                description="cnn20k's shape at 8-16 channels: convs 8-16-16-16, pooled linear head")
+def cnn8k() -> nn.Module:
+    return nn.Sequential(
+        conv_bn(1, 8, pool=True),  # (B, 8, 14, 14)
+        conv_bn(8, 16),
+        conv_bn(16, 16, pool=True),  # (B, 16, 7, 7)
+        conv_bn(16, 16),
+        PooledLinearHead(16, dropout=0.05),
+    )
+
+
+@register_model("cnn2k", budget=2_000,
+                description="conv 1-8 then depthwise-separable 16-24-24, global average head")
+def cnn2k() -> nn.Module:
+    return nn.Sequential(
+        conv_bn(1, 8, pool=True),  # (B, 8, 14, 14)
+        separable_conv_bn(8, 16),
+        separable_conv_bn(16, 24, pool=True),  # (B, 24, 7, 7)
+        separable_conv_bn(24, 24),
+        Head(24, dropout=0.05),  # a pooled linear head alone would cost 2,170 weights
     )
 
 
