@@ -128,28 +128,27 @@ def seednet() -> nn.Module:
                          *block(24, 32), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, NUM_CLASSES))
 
 
+def pooled_cnn(c1: int, c2: int, c3: int, c4: int) -> nn.Sequential:
+    """Four 3x3 convs: c1 at 28x28 then pool, c2 and c3 at 14x14 then pool, c4 at 7x7."""
+    return nn.Sequential(
+        conv_bn(1, c1, pool=True),  # (B, c1, 14, 14)
+        conv_bn(c1, c2),
+        conv_bn(c2, c3, pool=True),  # (B, c3, 7, 7)
+        conv_bn(c3, c4),
+        PooledLinearHead(c4, dropout=0.05),  # (B, c4 * 3 * 3) -> (B, 10)
+    )
+
+
 @register_model("cnn20k", budget=PARAM_BUDGET,
                 description="default: convs 16-32-24-24 (28->14->7), pool-first, pooled linear head")
 def cnn20k() -> nn.Module:
-    return nn.Sequential(
-        conv_bn(1, 16, pool=True),  # (B, 16, 14, 14)
-        conv_bn(16, 32),
-        conv_bn(32, 24, pool=True),  # (B, 24, 7, 7)
-        conv_bn(24, 24),
-        PooledLinearHead(24, dropout=0.05),  # (B, 24*3*3) -> (B, 10)
-    )
+    return pooled_cnn(16, 32, 24, 24)
 
 
 @register_model("cnn8k", budget=8_000,
                 description="cnn20k's shape at 8-16 channels: convs 8-16-16-16, pooled linear head")
 def cnn8k() -> nn.Module:
-    return nn.Sequential(
-        conv_bn(1, 8, pool=True),  # (B, 8, 14, 14)
-        conv_bn(8, 16),
-        conv_bn(16, 16, pool=True),  # (B, 16, 7, 7)
-        conv_bn(16, 16),
-        PooledLinearHead(16, dropout=0.05),
-    )
+    return pooled_cnn(8, 16, 16, 16)
 
 
 @register_model("cnn2k", budget=2_000,
