@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The speed benchmark on a GPU machine, in one call, with nothing downloaded there.
+# The speed benchmark on a GPU machine, in one call, with nothing downloaded there
+# (benchmarks/speed.sh runs the same steps on the CPU).
 #
 # Before the call, copy the verified cache into the repo (an ignored folder) so it travels:
 #   mkdir -p .device-data && cp ~/.cache/tinymnist/mnist.npz .device-data/

@@ -1,18 +1,15 @@
 #!/usr/bin/env bash
-# The CPU speed benchmarks behind the README's figures (`make bench` runs this).
+# The CPU speed benchmarks behind the README's figures (`make bench` runs this): the same
+# steps as the GPU script, on the CPU with the user's cache, plus the original recipe.
 # Run on an otherwise idle machine: the figures are medians, but two heavy jobs on two
 # cores still distort them. JSON reports go to $OUT (default bench-results/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-OUT=${OUT:-bench-results}
-DEVICE=${DEVICE:-cpu}
-mkdir -p "$OUT"
-$PY -m tinymnist bench speed --device "$DEVICE" --presets speedrun --seeds "${SEEDS:-5}" \
-    --out "$OUT/speed-$DEVICE.json"
-$PY -m tinymnist bench speed --device "$DEVICE" --presets default --seeds "${DEFAULT_SEEDS:-3}" \
-    --out "$OUT/default-$DEVICE.json"
-$PY -m tinymnist bench infer --device "$DEVICE" --out "$OUT/infer-$DEVICE.json"
+export PY=${PY:-.venv/bin/python}
+export OUT=${OUT:-bench-results}
+export DEVICE=${DEVICE:-cpu}
+export DATA=${DATA:-$($PY -c 'from tinymnist.data import resolve_data_dir; print(resolve_data_dir(None))')}
+bash benchmarks/gpu.sh  # speedrun over $SEEDS (5), default over $DEFAULT_SEEDS (3), inference
 # the original recipe on our pipeline: 20 epochs, so one seed
-$PY -m tinymnist bench speed --device "$DEVICE" --presets seednet --seeds "${SEEDNET_SEEDS:-1}" \
-    --out "$OUT/seednet-$DEVICE.json"
+$PY -m tinymnist bench speed --device "$DEVICE" --data-dir "$DATA" --presets seednet \
+    --seeds "${SEEDNET_SEEDS:-1}" ${DRY_RUN:+--dry-run} --out "$OUT/seednet-$DEVICE.json"

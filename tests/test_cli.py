@@ -51,7 +51,7 @@ def assert_one_line_error(proc, *fragments):
     (["train", "--config", "/nonexistent/config.json"], "cannot read config"),
     (["eval", "/nonexistent/model.safetensors"], "no checkpoint"),
     (["frobnicate"], "invalid choice"),
-    (["bench", "accuracy", "--model", "nope"], "no preset named 'nope'"),
+    (["bench", "accuracy", "--model", "nope"], "unknown preset 'nope'"),
     (["bench", "speed", "--presets", "nope"], "unknown preset 'nope'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragment, tmp_path):

@@ -6,6 +6,7 @@ They call the same ``train()`` as the CLI: no second training loop to drift apar
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import statistics
@@ -14,9 +15,9 @@ import time
 import torch
 from torch import nn
 
-from .augment import normalize
 from .config import preset_config
 from .data import MNIST, load_mnist
+from .evaluate import predict_logits
 from .models import count_parameters, create_model
 from .train import resolve_device, synchronize, train
 
@@ -100,13 +101,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def bench_training(preset: str, seeds: list[int], data: MNIST, device: str = "auto", peak_gflops: float = 0.0,
                    log=lambda msg: None, **overrides) -> dict:
     """Train ``preset`` once per seed; accuracy as mean ± std of the final epochs, time as median."""
+    config = preset_config(preset, device=device, **overrides)
     runs = []
     for seed in seeds:
-        config = preset_config(preset, seed=seed, device=device, **overrides)
-        result = train(config, data=data, progress=False, log=lambda msg: None)
+        result = train(dataclasses.replace(config, seed=seed), data=data, progress=False, log=lambda msg: None)
         runs.append(result)
         log(f"  {preset} seed {seed}: {result.test_acc:.2f}% in {result.train_seconds:.2f} s")
-    config = preset_config(preset, device=device, **overrides)
     flops = forward_flops(create_model(config.model))
     accs = [r.test_acc for r in runs]
     secs = [r.train_seconds for r in runs]
@@ -159,7 +159,7 @@ def bench_inference(model: nn.Module, device: str = "cpu", batch_size: int = 256
     model = model.to(dev, memory_format=torch.channels_last).eval()
 
     def predict(images_u8: torch.Tensor) -> torch.Tensor:
-        return model(normalize(images_u8).contiguous(memory_format=torch.channels_last)).argmax(1)
+        return predict_logits(model, images_u8, batch_size, channels_last=True).argmax(1)
 
     images = torch.randint(0, 256, (batch_size, 28, 28), dtype=torch.uint8, device=dev)
     for _ in range(3):

@@ -30,15 +30,17 @@ def predict_logits(model: nn.Module, images_u8: torch.Tensor, batch_size: int = 
                    channels_last: bool = False) -> torch.Tensor:
     """Logits (N, 10) for uint8 images (N, 28, 28), computed in eval mode, batch by batch."""
     was_training = model.training
-    model.eval()
+    if was_training:  # switching walks every submodule: skip it on the single-image hot path
+        model.eval()
     out = []
     for start in range(0, images_u8.shape[0], batch_size):
         x = normalize(images_u8[start:start + batch_size])
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out.append(model(x).float())
-    model.train(was_training)
-    return torch.cat(out)
+    if was_training:
+        model.train()
+    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 def evaluate(model: nn.Module, images_u8: torch.Tensor, labels: torch.Tensor, batch_size: int = 2000,

@@ -152,7 +152,7 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
     total_steps = DRY_RUN_STEPS if config.dry_run else math.ceil(config.epochs * steps_per_epoch)
     n_epochs = math.ceil(total_steps / steps_per_epoch)
     optimizer, schedule = build_optimizer(model, config, total_steps)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable = [p for p in model.parameters() if p.requires_grad]  # model order: clipping sums in it
     log(f"training {config.model} ({params:,} parameters) on {device}, preset {config.preset}, "
         f"{total_steps} steps of {config.batch_size} ({total_steps / steps_per_epoch:.2f} epochs)")
 
