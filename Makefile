@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PRESET ?= default
 ARGS   ?=
 
-.PHONY: train test bench data clean help
+.PHONY: train test bench data clean help browser
 
 help:
 	@echo "make train   set up $(VENV), fetch MNIST, train the '$(PRESET)' preset, print the result"
@@ -21,9 +21,14 @@ $(VENV)/.core: $(PY) requirements.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
+# the test extra pulls in the serve and export extras (FastAPI, uvicorn, ONNX, onnxruntime) and Playwright
 $(VENV)/.test: $(VENV)/.core
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
+
+# the browser test drives Debian's Chromium; without it that one test skips and says why
+browser:
+	@bash scripts/ensure-chromium.sh
 
 data: $(VENV)/.core
 	$(PY) -m tinymnist data fetch
@@ -31,7 +36,7 @@ data: $(VENV)/.core
 train: data
 	$(PY) -m tinymnist train --preset $(PRESET) $(ARGS)
 
-test: $(VENV)/.test
+test: $(VENV)/.test browser
 	$(PY) -m pytest $(ARGS)
 
 bench: data

@@ -37,3 +37,23 @@ def small_mnist(mnist) -> MNIST:
 def _two_threads():
     # the suite's timings are irrelevant, but keep runs on a 2-core CI machine predictable
     torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(mnist, tmp_path_factory):
+    """A real model, trained once for the suite: the speedrun preset (99% in one epoch, seconds on CPU)."""
+    from tinymnist.config import preset_config
+    from tinymnist.train import train
+
+    out = tmp_path_factory.mktemp("speedrun")
+    result = train(preset_config("speedrun", device="cpu"), data=mnist, out_dir=out, progress=False,
+                   log=lambda msg: None)
+    assert result.checkpoint and result.test_acc > 98.5
+    return result.checkpoint
+
+
+@pytest.fixture(scope="session")
+def trained_model(trained_checkpoint):
+    from tinymnist.checkpoint import load_checkpoint
+
+    return load_checkpoint(trained_checkpoint)

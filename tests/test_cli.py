@@ -9,7 +9,8 @@ import pytest
 from tinymnist.cli import build_parser, main
 
 VERBS = [["train"], ["eval"], ["data"], ["data", "fetch"], ["data", "info"], ["models"], ["presets"],
-         ["bench"], ["bench", "speed"], ["bench", "accuracy"], ["bench", "infer"]]
+         ["bench"], ["bench", "speed"], ["bench", "accuracy"], ["bench", "infer"], ["predict"], ["export"],
+         ["serve"], ["report"]]
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=" ".join)

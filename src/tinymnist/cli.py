@@ -229,6 +229,106 @@ def print_speed_table(report: dict) -> None:
               f"{r['train_gflops_per_second']:>8.1f} {peak:>7}")
 
 
+# ---------------------------------------------------------------- predict, export, serve, report
+
+def _checkpoint(args):
+    """--checkpoint, or the newest model saved under runs/."""
+    from .checkpoint import find_latest_checkpoint
+
+    return Path(args.checkpoint) if args.checkpoint else find_latest_checkpoint("runs")
+
+
+def cmd_predict(args) -> int:
+    from .checkpoint import load_checkpoint
+    from .predict import predict_files
+    from .train import resolve_device
+
+    checkpoint = _checkpoint(args)
+    model, meta = load_checkpoint(checkpoint, resolve_device(args.device))
+    predictions, errors = predict_files(model, args.images, args.show_preprocessed)
+    if args.json:
+        emit_json({"checkpoint": str(checkpoint), "model": meta["model"],
+                   "predictions": [p.to_dict() for p in predictions], "errors": [e.to_dict() for e in errors]})
+    else:
+        for p in predictions:
+            top = ", ".join(f"{d}: {100 * q:.1f}%" for d, q in p.top(3))
+            print(f"{p.path}: {p.label}   ({top})")
+        for e in errors:
+            print(f"tinymnist: error: {e.path}: {e.error}", file=sys.stderr)
+    return EXIT_BAD_INPUT if errors else 0
+
+
+def cmd_export(args) -> int:
+    from .checkpoint import load_checkpoint, resolve_checkpoint
+    from .data import load_mnist
+    from .export import ExportError, export_onnx, export_pt2, onnx_runner, pt2_runner, verify_export
+
+    weights = resolve_checkpoint(args.checkpoint)
+    model, meta = load_checkpoint(weights)
+    out = Path(args.output) if args.output else weights.with_suffix(f".{args.format}")
+    log = (lambda m: None) if args.json else (lambda m: print(m, flush=True))
+    if args.format == "onnx":
+        path, run = export_onnx(model, meta, out), onnx_runner
+    else:
+        path, run = export_pt2(model, meta, out), pt2_runner
+    log(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    report = {"checkpoint": str(weights), "output": str(path), "format": args.format, "bytes": path.stat().st_size}
+    if not args.no_verify:
+        check = verify_export(run(path), model, load_mnist(args.data_dir, fetch=True))
+        report["verification"] = check
+        log(f"check on {check['test_images']:,} test images: max |logit difference| "
+            f"{check['max_abs_logit_diff']:.2e} (tolerance {check['tolerance']:g}), accuracy "
+            f"{check['test_acc_export']:.2f}% exported vs {check['test_acc_torch']:.2f}% PyTorch: "
+            f"{'OK' if check['ok'] else 'MISMATCH'}")
+        if not check["ok"]:
+            if args.json:
+                emit_json(report)
+            raise ExportError(f"{path} does not match the checkpoint (see the figures above)")
+    if args.json:
+        emit_json(report)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .checkpoint import load_checkpoint
+    try:
+        from .serve import serve
+    except ImportError as exc:
+        raise CLIError(f"serving needs the 'serve' extra ({exc.name} is missing): "
+                       "pip install 'tinymnist[serve]'") from None
+
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"--port must be in 0..65535, got {args.port}")
+    checkpoint = _checkpoint(args)
+    model, meta = load_checkpoint(checkpoint, "cpu")
+    meta["checkpoint"] = str(checkpoint)
+    print(f"serving {meta['model']} from {checkpoint} at http://{args.host}:{args.port}/ (API docs at /docs)",
+          file=sys.stderr, flush=True)
+    try:
+        serve(model, meta, args.host, args.port, log_level="warning" if args.quiet else "info")
+    except OSError as exc:
+        raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .checkpoint import load_checkpoint, resolve_checkpoint
+    from .data import load_mnist
+    from .report import write_report
+
+    weights = resolve_checkpoint(args.checkpoint)
+    model, meta = load_checkpoint(weights)
+    out = Path(args.out) if args.out else weights.parent / "report"
+    summary = write_report(model, meta, load_mnist(args.data_dir, fetch=True), out)
+    if args.json:
+        emit_json({"checkpoint": str(weights), **summary})
+    else:
+        print(f"{meta['model']}: {summary['test_acc']:.2f}% ({summary['errors']} errors on 10,000 test images)")
+        for path in summary["files"].values():
+            print(f"wrote {path}")
+    return 0
+
+
 # ---------------------------------------------------------------- parser and main
 
 def build_parser() -> Parser:
@@ -238,6 +338,9 @@ def build_parser() -> Parser:
                     "then evaluate and use them.")
     parser.add_argument("--version", action="version", version=f"tinymnist {__version__}")
     verbs = parser.add_subparsers(dest="command", metavar="VERB", parser_class=Parser)
+
+    def json_arg(p):
+        p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     def data_dir_arg(p):
         p.add_argument("--data-dir", help="MNIST cache directory (default: $TINYMNIST_DATA or ~/.cache/tinymnist)")
@@ -258,7 +361,7 @@ def build_parser() -> Parser:
     p.add_argument("checkpoint", help="a .safetensors model (its .json sidecar beside it) or a run directory")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     data_dir_arg(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    json_arg(p)
     p.set_defaults(func=cmd_eval)
 
     p = verbs.add_parser("data", help="fetch or inspect the MNIST cache", description="Manage the MNIST cache.")
@@ -270,16 +373,16 @@ def build_parser() -> Parser:
     f.add_argument("--force", action="store_true", help="fetch again even if a verified cache exists")
     f.add_argument("--timeout", type=float, default=10.0, help="seconds per network request (default 10)")
     f.add_argument("--quiet", action="store_true")
-    f.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    json_arg(f)
     data_dir_arg(f)
     i = data_verbs.add_parser("info", help="where the cache is and whether it verifies",
                               description="Exit 0 when the cache exists and verifies, 1 otherwise.")
-    i.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    json_arg(i)
     data_dir_arg(i)
     p.set_defaults(func=cmd_data)
 
     p = verbs.add_parser("models", help="list registered models", description="Names, parameters, budgets.")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    json_arg(p)
     p.set_defaults(func=cmd_models)
 
     p = verbs.add_parser("bench", help="speed and inference benchmarks",
@@ -305,13 +408,54 @@ def build_parser() -> Parser:
     b.add_argument("--batch-size", type=int, default=256)
     b.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
     for b in bench_verbs.choices.values():
-        b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        json_arg(b)
         b.add_argument("--out", help="also write the JSON report to this file")
         b.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)
 
+    p = verbs.add_parser("predict", help="read digits in your own images",
+                         description="Predict the digit in each image (PNG, JPEG, BMP, GIF, TIFF; any size, colour "
+                         "or grey, either polarity). Each image is made MNIST-like first: ink found, cropped, "
+                         "scaled to 20 px and centred by mass in 28x28. Exit 2 if any image could not be read.")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--checkpoint", help="saved model (default: the newest under runs/)")
+    p.add_argument("--show-preprocessed", metavar="DIR", help="write the 28x28 image the model saw, per input, as PNG")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
+    json_arg(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = verbs.add_parser("export", help="export a saved model to ONNX or torch.export",
+                         description="Write the model as one .onnx file (opset 18, dynamic batch, input (N, 1, 28, 28) "
+                         "float32 normalized, output logits; metadata holds normalization and labels) or a "
+                         "torch.export .pt2 program, then check it against PyTorch on the whole test set.")
+    p.add_argument("checkpoint", help="a .safetensors model or a run directory")
+    p.add_argument("--format", choices=["onnx", "pt2"], default="onnx")
+    p.add_argument("-o", "--output", help="output file (default: beside the checkpoint)")
+    p.add_argument("--no-verify", action="store_true", help="skip the parity and accuracy check")
+    data_dir_arg(p)
+    json_arg(p)
+    p.set_defaults(func=cmd_export)
+
+    p = verbs.add_parser("serve", help="the draw-a-digit web page and JSON API",
+                         description="Serve a page to draw digits on and POST /api/predict (image upload in 'file' "
+                         "or JSON pixels), GET /api/health, GET /api/model; OpenAPI docs at /docs.")
+    p.add_argument("--checkpoint", help="saved model (default: the newest under runs/)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--quiet", action="store_true", help="log warnings only")
+    p.set_defaults(func=cmd_serve)
+
+    p = verbs.add_parser("report", help="figures of a saved model's test-set errors",
+                         description="confusion.png, per_class.png and misclassified.png (the most confident "
+                         "mistakes first) for a checkpoint on the MNIST test set.")
+    p.add_argument("checkpoint", help="a .safetensors model or a run directory")
+    p.add_argument("--out", help="directory for the figures (default: <checkpoint dir>/report)")
+    data_dir_arg(p)
+    json_arg(p)
+    p.set_defaults(func=cmd_report)
+
     p = verbs.add_parser("presets", help="list training presets", description="The named recipes.")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    json_arg(p)
     p.set_defaults(func=cmd_presets)
     return parser
 
@@ -320,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .config import ConfigError
     from .data import DataError
+    from .export import ExportError
     from .models import UnknownModelError
     from .train import OutputDirError, TrainingError
 
@@ -330,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return EXIT_BAD_INPUT
         return args.func(args)
-    except (CLIError, ConfigError, DataError, CheckpointError, UnknownModelError, OutputDirError) as exc:
+    except (CLIError, ConfigError, DataError, CheckpointError, UnknownModelError, OutputDirError,
+            ExportError) as exc:
         print(f"tinymnist: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingError as exc:  # e.g. the loss diverged: the input was fine, the run failed

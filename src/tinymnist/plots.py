@@ -49,3 +49,34 @@ def plot_confusion(confusion: list[list[int]], path: str | Path, title: str = "C
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title=title)
     fig.savefig(path, dpi=100)
     return Path(path)
+
+
+def plot_per_class(per_class: list[float], path: str | Path, title: str = "Per-class accuracy") -> Path:
+    """One bar per digit, the axis starting near the worst class so differences are visible."""
+    fig = Figure(figsize=(6.5, 3.5), layout="constrained")
+    ax = fig.subplots()
+    bars = ax.bar(range(10), per_class, color="#4b7fe0")
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    low = min(per_class)
+    ax.set(xticks=range(10), xlabel="digit", ylabel="accuracy (%)", title=title,
+           ylim=(max(0.0, low - (100 - low) * 0.5 - 0.5), 100.05))
+    ax.grid(axis="y", alpha=0.3)
+    fig.savefig(path, dpi=100)
+    return Path(path)
+
+
+def plot_misclassified(images, true, predicted, confidence, path: str | Path, columns: int = 10,
+                       title: str = "Misclassified test digits") -> Path:
+    """A grid of (28, 28) uint8 images, each titled 'true -> predicted (confidence)'."""
+    n = len(images)
+    rows = max(1, -(-n // columns))
+    fig = Figure(figsize=(columns * 1.1, rows * 1.25 + 0.5), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
+            ax.set_title(f"{true[i]}→{predicted[i]} ({confidence[i]:.0%})", fontsize=8)
+    fig.suptitle(f"{title}: true→predicted (confidence)" + ("" if n else " (none)"))
+    fig.savefig(path, dpi=100)
+    return Path(path)

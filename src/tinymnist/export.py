@@ -1,0 +1,152 @@
+"""Export a saved model to ONNX (or a torch.export program) and check the export against PyTorch.
+
+The exported graph takes what the model takes: float32 (N, 1, 28, 28), already normalized
+with MNIST's mean and std, which the file's metadata carries along with the labels, so a
+runtime in another language needs nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .augment import MNIST_MEAN, MNIST_STD, normalize
+from .data import MNIST
+from .fileio import atomic_write
+
+OPSET = 18  # pinned: a runtime that supports opset 18 (onnxruntime >= 1.14) runs the file
+PARITY_TOLERANCE = 1e-4  # max |logit difference| between the runtime and eager PyTorch
+FORMATS = ("onnx", "pt2")
+
+
+class ExportError(RuntimeError):
+    """The export failed or does not match the checkpoint."""
+
+
+def describe(meta: dict) -> dict[str, str]:
+    """What a consumer of the file needs to know, as string metadata."""
+    return {
+        "tinymnist.model": str(meta.get("model")),
+        "tinymnist.parameters": str(meta.get("params")),
+        "tinymnist.test_acc": str(meta.get("test_acc")),
+        "input": "float32 (N, 1, 28, 28): white ink on black in [0, 1], then (x - mean) / std",
+        "normalization": json.dumps({"mean": MNIST_MEAN, "std": MNIST_STD}),
+        "output": "float32 (N, 10) logits; softmax gives probabilities",
+        "labels": json.dumps([str(d) for d in range(10)]),
+    }
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter prints progress and warns about absent optional packages (torchvision):
+    keep both off stdout, which carries --json output."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def export_onnx(model: nn.Module, meta: dict, path: str | Path, opset: int = OPSET) -> Path:
+    """One self-contained .onnx file with a dynamic batch axis; written atomically."""
+    try:
+        import onnx
+    except ImportError:
+        raise ExportError("ONNX export needs the 'export' extra: pip install 'tinymnist[export]'") from None
+    path = Path(path)
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    example = torch.zeros(2, 1, 28, 28)
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
+                                        input_names=["images"], output_names=["logits"],
+                                        dynamic_shapes=({0: batch},), optimize=True, external_data=False)
+        proto = program.model_proto
+        for key, value in describe(meta).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.doc_string = f"tinymnist {meta.get('model')}: MNIST digit classifier"
+        onnx.checker.check_model(proto)
+        payload = proto.SerializeToString()
+    except Exception as exc:  # the exporter raises many types; report one line
+        raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from None
+    return _write(path, payload)
+
+
+def export_pt2(model: nn.Module, meta: dict, path: str | Path) -> Path:
+    """A torch.export program (``torch.export.load`` reads it back), dynamic batch axis."""
+    path = Path(path)
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    buffer = io.BytesIO()
+    try:
+        with _quiet_exporter():
+            program = torch.export.export(model, (torch.zeros(2, 1, 28, 28),), dynamic_shapes=({0: batch},))
+            torch.export.save(program, buffer, extra_files={"tinymnist.json": json.dumps(describe(meta))})
+    except Exception as exc:
+        raise ExportError(f"torch.export failed: {type(exc).__name__}: {exc}") from None
+    return _write(path, buffer.getvalue())
+
+
+def _write(path: Path, payload: bytes) -> Path:
+    """Atomically: an interrupted or failed write never leaves a file that looks whole."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write(path, payload)
+    except OSError as exc:
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def onnx_runner(path: str | Path):
+    """A function images -> logits (numpy) running the file in onnxruntime on the CPU."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ExportError("checking an ONNX file needs onnxruntime: pip install 'tinymnist[export]'") from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def pt2_runner(path: str | Path):
+    program = torch.export.load(str(path)).module()
+    return lambda x: program(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).detach().numpy()
+
+
+def verify_export(run, model: nn.Module, data: MNIST, batch_size: int = 2000) -> dict:
+    """Compare ``run`` (numpy in, logits out) with eager PyTorch on the whole test set:
+    the largest logit difference and both accuracies, which must be equal."""
+    model = model.to("cpu").eval()
+    max_diff, correct_export, correct_torch = 0.0, 0, 0
+    images, labels = data.test_images.cpu(), data.test_labels.cpu()
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = normalize(images[start:start + batch_size])
+            y = labels[start:start + batch_size].numpy()
+            expected = model(x).numpy()
+            got = run(x.numpy())
+            max_diff = max(max_diff, float(np.abs(got - expected).max()))
+            correct_export += int((got.argmax(1) == y).sum())
+            correct_torch += int((expected.argmax(1) == y).sum())
+    total = len(images)
+    report = {"max_abs_logit_diff": max_diff, "tolerance": PARITY_TOLERANCE,
+              "test_acc_export": 100.0 * correct_export / total, "test_acc_torch": 100.0 * correct_torch / total,
+              "test_images": total}
+    report["ok"] = max_diff <= PARITY_TOLERANCE and correct_export == correct_torch
+    return report

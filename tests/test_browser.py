@@ -1,0 +1,103 @@
+"""End to end in a real headless Chromium: draw digits on the page with the mouse, read the answer.
+
+Needs Debian's chromium (``.ci/run`` installs it) and Playwright for Python; without either
+the test is skipped with the reason, and the rest of the suite still runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+playwright = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+uvicorn = pytest.importorskip("uvicorn", reason="uvicorn (the serve extra) is not installed")
+
+from tinymnist.serve import create_app  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# as root in a container Chromium needs --no-sandbox; the network flags keep it from calling home
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "runs" / "screenshots"
+
+# strokes in canvas units (the canvas is 280x280), drawn the way a person would
+STROKES = {
+    1: [[(150, 45), (146, 120), (142, 235)]],
+    7: [[(70, 60), (210, 60), (190, 110), (150, 180), (125, 240)]],
+    0: [[(140, 40), (95, 60), (75, 140), (95, 220), (140, 240), (185, 220), (205, 140), (185, 60), (140, 40)]],
+}
+
+
+@pytest.fixture(scope="module")
+def server(trained_model):
+    model, meta = trained_model
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(create_app(model, meta), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        if time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start within 20 s")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    if not CHROMIUM:
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium); browser test skipped")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1000, "height": 640})
+        page.goto(server)
+        page.wait_for_selector("#model:not(:empty)")
+        yield page
+        browser.close()
+
+
+def draw(page, strokes):
+    box = page.locator("#pad").bounding_box()
+    sx, sy = box["width"] / 280, box["height"] / 280
+    for stroke in strokes:
+        x, y = stroke[0]
+        page.mouse.move(box["x"] + x * sx, box["y"] + y * sy)
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(box["x"] + x * sx, box["y"] + y * sy, steps=8)
+        page.mouse.up()
+
+
+@pytest.mark.parametrize("digit", sorted(STROKES))
+def test_drawing_a_digit_shows_its_label(page, digit):
+    page.click("#clear")
+    assert page.text_content("#prediction") == "?"
+    draw(page, STROKES[digit])
+    page.wait_for_function("document.querySelector('#confidence').textContent.includes('sure')", timeout=10_000)
+    # the answer settles once the last stroke has been sent
+    page.wait_for_function(f"document.querySelector('#prediction').textContent === '{digit}'", timeout=10_000)
+    bars = page.locator(".bar.top").count()
+    assert bars == 1
+    page.wait_for_timeout(300)  # let the bars finish their transition
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"draw-{digit}.png"))
+
+
+def test_clear_resets_the_answer(page):
+    page.click("#clear")
+    draw(page, STROKES[1])
+    page.wait_for_function("document.querySelector('#prediction').textContent !== '?'", timeout=10_000)
+    page.click("#clear")
+    assert page.text_content("#prediction") == "?"
+    time.sleep(0.5)  # an answer still in flight must not bring the old digit back
+    assert page.text_content("#prediction") == "?"

@@ -1,0 +1,61 @@
+"""`tinymnist predict` and `tinymnist report` through the command line."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from helpers import on_canvas, render
+from test_cli import run_cli
+
+
+def test_predict_answers_good_images_and_reports_bad_ones(trained_checkpoint, mnist_arrays, tmp_path):
+    images, labels = mnist_arrays["test_images"][:3], mnist_arrays["test_labels"][:3].tolist()
+    paths = []
+    for i, image in enumerate(images):
+        path = tmp_path / f"digit{i}.{['png', 'jpg', 'bmp'][i]}"
+        on_canvas(render(image, 300), (500, 400), (40 * i, 50)).convert("RGB").save(path)
+        paths.append(str(path))
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
+    bad = [str(tmp_path / "notes.png"), str(tmp_path / "blank.png"), str(tmp_path / "missing.png"), str(tmp_path)]
+    previews = tmp_path / "seen"
+    proc = run_cli("predict", *paths, *bad, "--checkpoint", trained_checkpoint, "--json",
+                   "--show-preprocessed", str(previews))
+    assert proc.returncode == 2  # some images could not be read...
+    result = json.loads(proc.stdout)  # ...and the others were still answered
+    assert [p["label"] for p in result["predictions"]] == labels
+    assert [p["path"] for p in result["predictions"]] == paths
+    assert all(len(p["probabilities"]) == 10 for p in result["predictions"])
+    assert [e["path"] for e in result["errors"]] == bad
+    assert all(e["error"] for e in result["errors"])
+    assert sorted(p.name for p in previews.iterdir()) == ["digit0.png", "digit1.png", "digit2.png"]
+    assert Image.open(previews / "digit0.png").size == (28, 28)
+
+
+def test_predict_text_output_shows_top_three(trained_checkpoint, mnist_arrays, tmp_path):
+    path = tmp_path / "d.png"
+    render(mnist_arrays["test_images"][0], 200).save(path)
+    proc = run_cli("predict", str(path), "--checkpoint", trained_checkpoint)
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip()
+    assert line.startswith(f"{path}: {int(mnist_arrays['test_labels'][0])}") and line.count("%") == 3
+
+
+def test_predict_without_any_saved_model_is_a_one_line_error(tmp_path):
+    from test_cli import assert_one_line_error
+
+    (tmp_path / "d.png").write_bytes(b"x")
+    assert_one_line_error(run_cli("predict", "d.png", cwd=tmp_path), "no saved model")
+
+
+def test_report_writes_the_three_figures(trained_checkpoint, tmp_path):
+    proc = run_cli("report", trained_checkpoint, "--out", str(tmp_path / "r"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert set(summary["files"]) == {"confusion", "per_class", "misclassified"}
+    for path in summary["files"].values():
+        assert Image.open(path).format == "PNG"
+    assert summary["errors"] == round((100 - summary["test_acc"]) * 100)
+    assert summary["shown_misclassified"] == min(summary["errors"], 100)

@@ -1,0 +1,122 @@
+"""The web API: every endpoint, and every bad request answered with a 4xx and a JSON error."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from helpers import render
+from tinymnist.serve import create_app
+
+LIMIT = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def client(trained_model):
+    model, meta = trained_model
+    with TestClient(create_app(model, meta, max_body_bytes=LIMIT), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_arrays):
+    return mnist_arrays["test_images"][:5], mnist_arrays["test_labels"][:5].tolist()
+
+
+def png(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def assert_error(response, status: int, fragment: str = ""):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert isinstance(body.get("error"), str) and fragment.lower() in body["error"].lower(), body
+
+
+def test_page_is_self_contained(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "<canvas" in page.text and "api/predict" in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN, no external fetch
+
+
+def test_health_model_and_docs(client, trained_model):
+    assert client.get("/api/health").json() == {"status": "ok"}
+    info = client.get("/api/model").json()
+    assert info["name"] == trained_model[1]["model"] and info["parameters"] == trained_model[1]["params"]
+    assert info["test_acc"] == trained_model[1]["test_acc"]
+    schema = client.get("/openapi.json").json()
+    assert {"/api/predict", "/api/health", "/api/model"} <= set(schema["paths"])
+    assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_uploaded_images_are_read(client, digits, fmt):
+    images, labels = digits
+    for image, label in zip(images, labels):
+        r = client.post("/api/predict", files={"file": ("d.img", png(render(image, 280), fmt))})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["label"] == label
+        assert len(body["probabilities"]) == 10 and abs(sum(body["probabilities"]) - 1) < 1e-4
+        assert np.asarray(body["preprocessed"]).shape == (28, 28)
+
+
+def test_json_pixels_are_read(client, digits):
+    images, labels = digits
+    for image, label in zip(images, labels):
+        r = client.post("/api/predict", json={"pixels": (image / 255.0).tolist()})
+        assert r.status_code == 200 and r.json()["label"] == label
+    r = client.post("/api/predict", json={"pixels": (images[0] / 255.0).tolist(), "preprocess": True})
+    assert r.status_code == 200 and r.json()["label"] == labels[0]
+
+
+def big_body(n: int):
+    yield b"{" + b" " * n + b"}"
+
+
+BAD = {
+    "not_an_image": (dict(files={"file": ("x.png", b"definitely not a png")}), 422, "not an image"),
+    "empty_canvas": (dict(files={"file": ("x.png", png(Image.new("L", (280, 280), 0)))}), 422, "no ink"),
+    "zero_byte_file": (dict(files={"file": ("x.png", b"")}), 422, "empty"),
+    "missing_file_field": (dict(files={"other": ("x.png", b"abc")}), 422, "'file'"),
+    "empty_pixels": (dict(json={"pixels": [[0.0] * 28] * 28}), 422, "no ink"),
+    "wrong_shape": (dict(json={"pixels": [[0.5] * 27] * 28}), 422, "28 rows of 28"),
+    "not_numbers": (dict(json={"pixels": [["a"] * 28] * 28}), 422, "numbers"),
+    "booleans": (dict(json={"pixels": [[True] * 28] * 28}), 422, "numbers"),
+    "out_of_range": (dict(json={"pixels": [[255] * 28] * 28}), 422, "[0, 1]"),
+    "nan": (dict(content=json.dumps({"pixels": [[float("nan")] * 28] * 28}),
+                 headers={"content-type": "application/json"}), 422, "finite"),
+    "no_pixels_key": (dict(json={"image": []}), 422, "pixels"),
+    "json_array": (dict(json=[1, 2, 3]), 422, "pixels"),
+    "bad_preprocess_flag": (dict(json={"pixels": [[0.5] * 28] * 28, "preprocess": "yes"}), 422, "preprocess"),
+    "malformed_json": (dict(content=b"{\"pixels\": [", headers={"content-type": "application/json"}), 400,
+                       "malformed"),
+    "wrong_content_type": (dict(content=b"pixels", headers={"content-type": "text/plain"}), 415, "multipart"),
+    "no_content_type": (dict(content=b"pixels"), 415, "multipart"),
+    "over_limit_declared": (dict(content=b"x" * (LIMIT + 1), headers={"content-type": "application/json"}), 413,
+                            "limit"),
+    "over_limit_chunked": (dict(content=big_body(LIMIT + 10), headers={"content-type": "application/json"}), 413,
+                           "limit"),
+    "over_limit_upload": (dict(files={"file": ("x.png", b"\0" * (LIMIT + 1))}), 413, "limit"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_requests_get_a_4xx_and_the_server_keeps_serving(client, name, digits):
+    kwargs, status, fragment = BAD[name]
+    assert_error(client.post("/api/predict", **kwargs), status, fragment)
+    ok = client.post("/api/predict", json={"pixels": (digits[0][0] / 255.0).tolist()})
+    assert ok.status_code == 200
+
+
+def test_wrong_method_and_unknown_path_are_4xx(client):
+    assert client.get("/api/predict").status_code == 405
+    assert client.get("/nope").status_code == 404
