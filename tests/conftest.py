@@ -57,3 +57,31 @@ def trained_model(trained_checkpoint):
     from tinymnist.checkpoint import load_checkpoint
 
     return load_checkpoint(trained_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def live_server(trained_model):
+    """The app under a real uvicorn on a free loopback port, in a thread; yields its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from tinymnist.serve import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(*trained_model), host="127.0.0.1", port=port,
+                                           log_level="warning", timeout_keep_alive=5))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start within 20 s")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=10)

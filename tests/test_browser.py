@@ -7,17 +7,12 @@ the test is skipped with the reason, and the rest of the suite still runs.
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
-uvicorn = pytest.importorskip("uvicorn", reason="uvicorn (the serve extra) is not installed")
-
-from tinymnist.serve import create_app  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # as root in a container Chromium needs --no-sandbox; the network flags keep it from calling home
@@ -34,33 +29,13 @@ STROKES = {
 
 
 @pytest.fixture(scope="module")
-def server(trained_model):
-    model, meta = trained_model
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(model, meta), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        if time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start within 20 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def page(server):
+def page(live_server):
     if not CHROMIUM:
         pytest.skip("no chromium on PATH (Debian: apt-get install chromium); browser test skipped")
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1000, "height": 640})
-        page.goto(server)
+        page.goto(live_server)
         page.wait_for_selector("#model:not(:empty)")
         yield page
         browser.close()

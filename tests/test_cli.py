@@ -9,7 +9,7 @@ import pytest
 from tinymnist.cli import build_parser, main
 
 VERBS = [["train"], ["eval"], ["data"], ["data", "fetch"], ["data", "info"], ["models"], ["presets"],
-         ["bench"], ["bench", "speed"], ["bench", "accuracy"], ["bench", "infer"], ["predict"], ["export"],
+         ["bench"], ["bench", "speed"], ["bench", "accuracy"], ["bench", "infer"], ["bench", "load"], ["predict"], ["export"],
          ["serve"], ["report"]]
 
 

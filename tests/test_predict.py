@@ -8,6 +8,7 @@ from PIL import Image
 
 from helpers import on_canvas, render
 from test_cli import run_cli
+from test_preprocess import BAD_IMAGES
 
 
 def test_predict_answers_good_images_and_reports_bad_ones(trained_checkpoint, mnist_arrays, tmp_path):
@@ -20,6 +21,9 @@ def test_predict_answers_good_images_and_reports_bad_ones(trained_checkpoint, mn
     (tmp_path / "notes.png").write_text("not an image")
     Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
     bad = [str(tmp_path / "notes.png"), str(tmp_path / "blank.png"), str(tmp_path / "missing.png"), str(tmp_path)]
+    for name, (make, _) in sorted(BAD_IMAGES.items()):  # bomb, truncated, zero bytes, 1x1, animated, ...
+        (tmp_path / f"bad-{name}.png").write_bytes(make())
+        bad.append(str(tmp_path / f"bad-{name}.png"))
     previews = tmp_path / "seen"
     proc = run_cli("predict", *paths, *bad, "--checkpoint", trained_checkpoint, "--json",
                    "--show-preprocessed", str(previews))
@@ -29,6 +33,8 @@ def test_predict_answers_good_images_and_reports_bad_ones(trained_checkpoint, mn
     assert [p["path"] for p in result["predictions"]] == paths
     assert all(len(p["probabilities"]) == 10 for p in result["predictions"])
     assert [e["path"] for e in result["errors"]] == bad
+    for error, (name, (_, fragment)) in zip(result["errors"][4:], sorted(BAD_IMAGES.items())):
+        assert fragment.lower() in error["error"].lower(), (name, error)
     assert all(e["error"] for e in result["errors"])
     assert sorted(p.name for p in previews.iterdir()) == ["digit0.png", "digit1.png", "digit2.png"]
     assert Image.open(previews / "digit0.png").size == (28, 28)

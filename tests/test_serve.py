@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from helpers import render
+from helpers import render, seven
+from test_preprocess import BAD_IMAGES
 from tinymnist.serve import create_app
 
 LIMIT = 64 * 1024
@@ -109,6 +110,11 @@ BAD = {
 }
 
 
+# the files `predict` refuses are refused over HTTP too
+BAD.update({f"upload_{name}": (dict(files={"file": ("x.png", make())}), 422, fragment)
+            for name, (make, fragment) in BAD_IMAGES.items() if name != "zero_bytes"})
+
+
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_bad_requests_get_a_4xx_and_the_server_keeps_serving(client, name, digits):
     kwargs, status, fragment = BAD[name]
@@ -120,3 +126,28 @@ def test_bad_requests_get_a_4xx_and_the_server_keeps_serving(client, name, digit
 def test_wrong_method_and_unknown_path_are_4xx(client):
     assert client.get("/api/predict").status_code == 405
     assert client.get("/nope").status_code == 404
+
+
+def test_slow_clients_do_not_block_the_server(live_server, mnist_arrays):
+    """Clients that send half a request and stall hold a connection each, not the server."""
+    import socket
+    import urllib.request
+
+    host, port = live_server.split("//")[1].strip("/").split(":")
+    stalled = []
+    for _ in range(8):
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100000\r\n\r\n{\"pixels\": [")  # ...and nothing more
+        stalled.append(s)
+    try:
+        body = json.dumps({"pixels": (mnist_arrays["test_images"][0] / 255.0).tolist()}).encode()
+        for _ in range(5):
+            request = urllib.request.Request(live_server + "api/predict", data=body,
+                                             headers={"content-type": "application/json"})
+            with urllib.request.urlopen(request, timeout=5) as response:
+                assert response.status == 200
+                assert json.loads(response.read())["label"] == int(mnist_arrays["test_labels"][0])
+    finally:
+        for s in stalled:
+            s.close()

@@ -47,11 +47,16 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> int:
-    from .config import ConfigError, TrainConfig, config_fields, preset_config
+    from .config import TrainConfig, config_fields, preset_config
     from .train import train
 
     overrides = {f.name: getattr(args, f.name) for f in config_fields()
                  if f.name != "preset" and getattr(args, f.name, None) is not None}
+    if args.resume:
+        if overrides or args.preset or args.config or args.out:
+            raise CLIError("--resume continues the saved run as it was; it takes no preset, config, --out "
+                           "or settings flags")
+        args.out, args.config = args.resume, str(Path(args.resume) / "config.json")
     if args.config:
         try:
             saved = json.loads(Path(args.config).read_text())
@@ -67,7 +72,8 @@ def cmd_train(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     log = (lambda msg: None) if args.quiet else (
         lambda msg: print(msg, file=sys.stderr if args.json else sys.stdout, flush=True))
-    result = train(config, data_dir=args.data_dir, out_dir=out, progress=not args.quiet, log=log)
+    result = train(config, data_dir=args.data_dir, out_dir=out, progress=not args.quiet, log=log,
+                   resume=bool(args.resume))
     if args.json:
         summary = {k: v for k, v in result.to_dict().items() if k not in ("history", "evaluation")}
         summary["per_class_acc"] = result.evaluation["per_class_acc"]
@@ -172,7 +178,9 @@ def cmd_bench(args) -> int:
 
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr if args.json else sys.stdout,
                                                                 flush=True))
-    if args.bench_command in ("speed", "accuracy"):
+    if args.bench_command == "load":
+        report = cmd_bench_load(args)
+    elif args.bench_command in ("speed", "accuracy"):
         # `accuracy` is the speed benchmark of one model's preset, printed per seed
         presets = [args.model] if args.bench_command == "accuracy" else [p for p in args.presets.split(",") if p]
         for name in presets:
@@ -200,6 +208,37 @@ def cmd_bench(args) -> int:
     if args.json:
         emit_json(report)
     return 0
+
+
+def cmd_bench_load(args) -> dict:
+    from .bench import machine_info
+    from .checkpoint import find_latest_checkpoint
+    from .data import load_mnist
+    from .loadtest import digit_payloads, free_port, run_load, start_server
+    from .train import resolve_device
+
+    if args.clients < 1 or args.requests < 1 or args.workers < 1:
+        raise CLIError("--clients, --requests and --workers must be at least 1")
+    checkpoint = Path(args.checkpoint) if args.checkpoint else find_latest_checkpoint("runs")
+    payloads = digit_payloads(load_mnist(args.data_dir, fetch=True))
+    port = free_port()
+    server = start_server(checkpoint, port, args.workers)
+    try:
+        run_load("127.0.0.1", port, payloads[:20], clients=2, requests=40)  # warm-up, not counted
+        report = run_load("127.0.0.1", port, payloads, args.clients, args.requests, args.max_seconds)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    report.update(checkpoint=str(checkpoint), server_workers=args.workers,
+                  machine=machine_info(resolve_device("cpu")), payload="280x280 PNG of MNIST test digits, "
+                  "alternately white-on-black and black-on-white, multipart upload")
+    if not args.json:
+        print(f"{report['requests_done']:,} requests from {report['clients']} clients to {args.workers} server "
+              f"process(es) on loopback, {report['machine']['cpu']}: {report['errors']} errors, "
+              f"{report['requests_per_second']:.0f} requests/s, latency p50 {report['latency_ms_p50']:.1f} ms, "
+              f"p99 {report['latency_ms_p99']:.1f} ms, max {report['latency_ms_max']:.1f} ms; labels right "
+              f"{report['label_accuracy']:.2f}%")
+    return report
 
 
 def print_seed_table(report: dict) -> None:
@@ -299,13 +338,16 @@ def cmd_serve(args) -> int:
 
     if not 0 <= args.port <= 65535:
         raise CLIError(f"--port must be in 0..65535, got {args.port}")
+    if args.workers < 1:
+        raise CLIError(f"--workers must be at least 1, got {args.workers}")
     checkpoint = _checkpoint(args)
     model, meta = load_checkpoint(checkpoint, "cpu")
     meta["checkpoint"] = str(checkpoint)
     print(f"serving {meta['model']} from {checkpoint} at http://{args.host}:{args.port}/ (API docs at /docs)",
           file=sys.stderr, flush=True)
     try:
-        serve(model, meta, args.host, args.port, log_level="warning" if args.quiet else "info")
+        serve(model, meta, args.host, args.port, log_level="warning" if args.quiet else "info",
+              workers=args.workers)
     except OSError as exc:
         raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     return 0
@@ -350,6 +392,7 @@ def build_parser() -> Parser:
     p.add_argument("--preset", help="named recipe (default: default); see `tinymnist presets`")
     p.add_argument("--config", help="a saved config.json to rerun (flags still override it)")
     p.add_argument("--out", help="run directory (default: runs/<preset>-<timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its resume.pt")
     data_dir_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
@@ -407,6 +450,15 @@ def build_parser() -> Parser:
     b.add_argument("--checkpoint", help="time this saved model instead")
     b.add_argument("--batch-size", type=int, default=256)
     b.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
+    b = bench_verbs.add_parser("load", help="load test of the web API on loopback",
+                               description="Start `tinymnist serve` on a free loopback port and POST real digit "
+                               "images from concurrent clients: requests/s, latency p50/p99, errors.")
+    b.add_argument("--checkpoint", help="saved model (default: the newest under runs/)")
+    b.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
+    b.add_argument("--requests", type=int, default=2000, help="requests in all (default 2000)")
+    b.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    b.add_argument("--max-seconds", type=float, default=120.0, help="stop after this long (default 120)")
+    data_dir_arg(b)
     for b in bench_verbs.choices.values():
         json_arg(b)
         b.add_argument("--out", help="also write the JSON report to this file")
@@ -442,6 +494,7 @@ def build_parser() -> Parser:
     p.add_argument("--checkpoint", help="saved model (default: the newest under runs/)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
     p.set_defaults(func=cmd_serve)
 
@@ -466,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .export import ExportError
     from .models import UnknownModelError
-    from .train import OutputDirError, TrainingError
+    from .train import Interrupted, OutputDirError, TrainingError
 
     parser = build_parser()
     try:
@@ -479,6 +532,9 @@ def main(argv: list[str] | None = None) -> int:
             ExportError) as exc:
         print(f"tinymnist: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Interrupted as exc:  # Ctrl-C or SIGTERM during training: the state was saved first
+        print(f"tinymnist: interrupted: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except TrainingError as exc:  # e.g. the loss diverged: the input was fine, the run failed
         print(f"tinymnist: error: {exc}", file=sys.stderr)
         return EXIT_MISSED_TARGET

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 SIZE = 28  # the MNIST field
 BOX = 20  # the longer side of the digit's bounding box in MNIST
@@ -182,11 +182,29 @@ def thicken_thin_strokes(ink: np.ndarray) -> np.ndarray:
     width = stroke_width(ink > 0.5)
     if width >= 0.7 * target or longer < 2 * BOX:  # thick enough, or too small to dilate sensibly
         return ink
-    size = int(round(target - width)) | 1  # MaxFilter sizes are odd
+    size = int(round(target - width)) | 1  # an odd square, centred on each pixel
     if size < 3:
         return ink
-    image = Image.fromarray(ink.astype(np.float32)).filter(ImageFilter.MaxFilter(size))
-    return np.asarray(image, dtype=np.float32)
+    return max_filter(ink, size)
+
+
+def max_filter(image: np.ndarray, size: int) -> np.ndarray:
+    """Grey dilation by a ``size`` x ``size`` square: a running max along rows, then columns.
+
+    Separable, so 2 * size passes of whole-array maxima instead of size**2 comparisons per
+    pixel (Pillow's MaxFilter took ~8 ms on a 100x100 crop; this ~0.1 ms).
+    """
+    radius = size // 2
+    h, w = image.shape
+    padded = np.pad(image, ((radius, radius), (0, 0)))
+    rows = padded[:h].copy()
+    for shift in range(1, 2 * radius + 1):
+        np.maximum(rows, padded[shift:shift + h], out=rows)
+    padded = np.pad(rows, ((0, 0), (radius, radius)))
+    out = padded[:, :w].copy()
+    for shift in range(1, 2 * radius + 1):
+        np.maximum(out, padded[:, shift:shift + w], out=out)
+    return out
 
 
 def resize_longer_side(ink: np.ndarray, side: int) -> np.ndarray:

@@ -13,7 +13,9 @@ import csv
 import io
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +35,8 @@ from .models import count_parameters, create_model
 
 DRY_RUN_STEPS = 3
 DATA_INIT_IMAGES = 5000  # images a model's data-dependent init may look at
+RESUME_FILE = "resume.pt"  # the run's resumable state, rewritten atomically every epoch
+FINITE_CHECK_STEPS = 50  # how often the loss is checked for NaN/inf inside an epoch (a device sync)
 
 
 class TrainingError(RuntimeError):
@@ -41,6 +45,14 @@ class TrainingError(RuntimeError):
 
 class OutputDirError(TrainingError):
     """The run directory cannot be created or written."""
+
+
+class Interrupted(TrainingError):
+    """Stopped by Ctrl-C or SIGTERM after saving a resumable state."""
+
+    def __init__(self, message: str, resume_path: Path | None):
+        super().__init__(message)
+        self.resume_path = resume_path
 
 
 @dataclass
@@ -123,18 +135,24 @@ def build_optimizer(model: nn.Module, config: TrainConfig, total_steps: int):
 
 
 def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Path | None = None,
-          out_dir: str | Path | None = None, progress: bool = True, log=print) -> TrainResult:
-    """Train ``config`` from scratch; write outputs to ``out_dir`` if given."""
+          out_dir: str | Path | None = None, progress: bool = True, log=print, resume: bool = False) -> TrainResult:
+    """Train ``config`` from scratch, or with ``resume`` from ``out_dir``'s saved state.
+
+    With ``out_dir``, every epoch ends with a resumable state written atomically, and Ctrl-C
+    or SIGTERM stop the run after the current step with that state saved (``Interrupted``).
+    A resumed run on the CPU gives the same weights, bit for bit, as one never stopped.
+    """
     config.validate()
     device = resolve_device(config.device)
     out = prepare_out_dir(out_dir, config) if out_dir is not None else None
+    saved = load_resume_state(out) if resume and out is not None else None
     data = (data or load_mnist(data_dir, fetch=True)).to(device)
     torch.manual_seed(config.seed)  # model init and dropout
     generator = torch.Generator(device=device).manual_seed(config.seed)  # permutation, augmentation
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = create_model(config.model).to(device, memory_format=memory_format)
     init_seconds = 0.0
-    if hasattr(model, "init_from_data"):  # data-dependent init, from training images only
+    if hasattr(model, "init_from_data") and saved is None:  # data-dependent init, training images only
         started = time.perf_counter()
         model.init_from_data(normalize(data.train_images[:DATA_INIT_IMAGES]))
         synchronize(device)
@@ -153,65 +171,96 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
     n_epochs = math.ceil(total_steps / steps_per_epoch)
     optimizer, schedule = build_optimizer(model, config, total_steps)
     trainable = [p for p in model.parameters() if p.requires_grad]  # model order: clipping sums in it
-    log(f"training {config.model} ({params:,} parameters) on {device}, preset {config.preset}, "
-        f"{total_steps} steps of {config.batch_size} ({total_steps / steps_per_epoch:.2f} epochs)")
 
     history: list[dict] = []
     train_seconds, compile_seconds = init_seconds, 0.0
-    step = 0
-    for epoch in range(1, n_epochs + 1):
-        model.train()
-        epoch_steps = min(steps_per_epoch, total_steps - step)
-        order = torch.randperm(n_train, device=device, generator=generator)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        # the bar goes to stderr, and only for a person watching: silent when stdout is piped
-        bar = tqdm(total=epoch_steps, desc=f"epoch {epoch}/{n_epochs}", leave=False, file=sys.stderr,
-                   disable=not (progress and sys.stdout.isatty()))
-        synchronize(device)
-        started = time.perf_counter()
-        for i in range(epoch_steps):
-            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-            x = augment_batch(data.train_images[idx], spec, generator).contiguous(memory_format=memory_format)
-            y = data.train_labels[idx]
-            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
-                logits = step_fn(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-            optimizer.step()
-            schedule.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            loss_sum += loss.detach()
-            correct += (logits.argmax(1) == y).sum()
-            step += 1
-            bar.update()
-            if config.compile and step == 1:  # the first step pays the one-time compilation
-                synchronize(device)
-                compile_seconds = time.perf_counter() - started
-                started = time.perf_counter()
-        synchronize(device)
-        train_seconds += time.perf_counter() - started
-        bar.close()
+    step, first_epoch, partial = 0, 1, None
+    if saved is not None:
+        restore_state(saved, model, optimizer, schedule, ema, generator, device)
+        history, train_seconds, step = saved["history"], saved["train_seconds"], saved["step"]
+        first_epoch, partial = saved["epoch"], saved.get("partial")
+        log(f"resuming {config.model} from {out / RESUME_FILE}: epoch {first_epoch}, step {step}/{total_steps}")
+    log(f"training {config.model} ({params:,} parameters) on {device}, preset {config.preset}, "
+        f"{total_steps} steps of {config.batch_size} ({total_steps / steps_per_epoch:.2f} epochs)")
 
-        train_loss = loss_sum.item() / epoch_steps
-        if not math.isfinite(train_loss):
-            raise TrainingError(f"loss became {train_loss} in epoch {epoch}; lower --lr or keep --grad-clip")
-        result = evaluate(ema.module if ema else model, data.test_images, data.test_labels,
-                          config.eval_batch_size, config.channels_last)
-        history.append({"epoch": round(step / steps_per_epoch, 4), "step": step, "train_loss": train_loss,
-                        "train_acc": 100.0 * correct.item() / (epoch_steps * config.batch_size),
-                        "test_loss": result.loss, "test_acc": result.accuracy,
-                        "lr": schedule.get_last_lr()[0], "seconds": train_seconds})
-        log(f"epoch {epoch}/{n_epochs}  loss {train_loss:.4f}  train {history[-1]['train_acc']:.2f}%  "
-            f"test {result.accuracy:.2f}%  {train_seconds:.1f}s")
+    def snapshot(epoch: int, partial_epoch: dict | None = None) -> None:
         if out is not None:
-            write_metrics(history, out)
+            save_resume_state(out, model, optimizer, schedule, ema, generator, config, epoch, step,
+                              history, train_seconds, partial_epoch)
+
+    result = None
+    with stop_requests(enabled=out is not None) as stop:
+        for epoch in range(first_epoch, n_epochs + 1):
+            model.train()
+            epoch_start = (epoch - 1) * steps_per_epoch
+            epoch_steps = min(steps_per_epoch, total_steps - epoch_start)
+            if partial is not None:  # resuming inside an epoch: its permutation and running sums
+                order, loss_sum, correct = (partial["order"].to(device), partial["loss_sum"].to(device),
+                                            partial["correct"].to(device))
+                partial = None
+            else:
+                order = torch.randperm(n_train, device=device, generator=generator)
+                loss_sum = torch.zeros((), device=device)
+                correct = torch.zeros((), device=device, dtype=torch.long)
+            # the bar goes to stderr, and only for a person watching: silent when stdout is piped
+            bar = tqdm(total=epoch_steps, initial=step - epoch_start, desc=f"epoch {epoch}/{n_epochs}",
+                       leave=False, file=sys.stderr, disable=not (progress and sys.stdout.isatty()))
+            synchronize(device)
+            started = time.perf_counter()
+            for i in range(step - epoch_start, epoch_steps):
+                if stop.requested:
+                    synchronize(device)
+                    train_seconds += time.perf_counter() - started
+                    snapshot(epoch, {"order": order, "loss_sum": loss_sum, "correct": correct})
+                    bar.close()
+                    raise Interrupted(f"stopped by {stop.requested} at step {step}/{total_steps}; resume with "
+                                      f"`tinymnist train --resume {out}`", out / RESUME_FILE)
+                idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+                x = augment_batch(data.train_images[idx], spec, generator).contiguous(memory_format=memory_format)
+                y = data.train_labels[idx]
+                with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+                    logits = step_fn(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip:
+                    nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+                optimizer.step()
+                schedule.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+                loss_sum += loss.detach()
+                correct += (logits.argmax(1) == y).sum()
+                step += 1
+                bar.update()
+                if step % FINITE_CHECK_STEPS == 0:
+                    check_finite(loss_sum, epoch, step, out)
+                if config.compile and step == 1:  # the first step pays the one-time compilation
+                    synchronize(device)
+                    compile_seconds = time.perf_counter() - started
+                    started = time.perf_counter()
+            synchronize(device)
+            train_seconds += time.perf_counter() - started
+            bar.close()
+
+            check_finite(loss_sum, epoch, step, out)
+            train_loss = loss_sum.item() / epoch_steps
+            result = evaluate(ema.module if ema else model, data.test_images, data.test_labels,
+                              config.eval_batch_size, config.channels_last)
+            history.append({"epoch": round(step / steps_per_epoch, 4), "step": step, "train_loss": train_loss,
+                            "train_acc": 100.0 * correct.item() / (epoch_steps * config.batch_size),
+                            "test_loss": result.loss, "test_acc": result.accuracy,
+                            "lr": schedule.get_last_lr()[0], "seconds": train_seconds})
+            log(f"epoch {epoch}/{n_epochs}  loss {train_loss:.4f}  train {history[-1]['train_acc']:.2f}%  "
+                f"test {result.accuracy:.2f}%  {train_seconds:.1f}s")
+            if out is not None:
+                write_metrics(history, out)
+                snapshot(epoch + 1)
 
     final_model = ema.module if ema else model
+    if result is None:  # resumed a run that had already finished its last epoch
+        result = evaluate(final_model, data.test_images, data.test_labels, config.eval_batch_size,
+                          config.channels_last)
     passed = result.accuracy >= config.target_acc and not config.dry_run
     checkpoint = None
     if out is not None:
@@ -223,6 +272,101 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
         images_per_second=step * config.batch_size / max(train_seconds, 1e-9),
         compile_seconds=compile_seconds, out_dir=str(out) if out else None, history=history,
         evaluation=result.to_dict())
+
+
+def check_finite(loss_sum: torch.Tensor, epoch: int, step: int, out: Path | None) -> None:
+    """Stop on a NaN or infinite loss; the last resumable state (written before) is left as it was."""
+    value = loss_sum.item()
+    if not math.isfinite(value):
+        kept = f"; the last good state is {out / RESUME_FILE}" if out is not None and (out / RESUME_FILE).exists() else ""
+        raise TrainingError(f"loss became {value} in epoch {epoch} (step {step}); lower --lr or keep "
+                            f"--grad-clip{kept}")
+
+
+class stop_requests:
+    """Turn Ctrl-C and SIGTERM into a flag the loop checks between steps, so that a stop
+    never lands in the middle of an optimizer step or a file write. A second Ctrl-C while
+    saving falls back to Python's default behaviour."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested: str | None = None
+        self._previous: dict = {}
+
+    def _handler(self, signum, frame):
+        if self.requested:  # asked twice: stop now
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self):
+        if self.enabled:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+# ---------------------------------------------------------------- resumable state
+
+def save_resume_state(out: Path, model: nn.Module, optimizer, schedule, ema, generator: torch.Generator,
+                      config: TrainConfig, epoch: int, step: int, history: list[dict], train_seconds: float,
+                      partial: dict | None = None) -> Path:
+    """Everything a run needs to go on exactly where it was, written atomically.
+
+    Only tensors, numbers, strings and containers of them: it loads with
+    ``torch.load(weights_only=True)``, which never runs code from the file.
+    """
+    state = {
+        "format": "tinymnist-resume-1", "config": config.to_dict(), "epoch": epoch, "step": step,
+        "history": history, "train_seconds": train_seconds,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "partial": ({k: v.detach().cpu() for k, v in partial.items()} if partial is not None else None),
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    try:
+        return atomic_write(out / RESUME_FILE, buffer.getvalue())
+    except OSError as exc:
+        raise OutputDirError(f"cannot write {out / RESUME_FILE}: {exc.strerror or exc} "
+                             "(the previous state, if any, is intact)") from None
+
+
+def load_resume_state(out: Path) -> dict:
+    path = out / RESUME_FILE
+    if not path.is_file():
+        raise ConfigError(f"nothing to resume: {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types; none may run code
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path} is not a tinymnist resume state (refused to load: {first[:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != "tinymnist-resume-1":
+        raise ConfigError(f"{path} is not a tinymnist resume state")
+    return state
+
+
+def restore_state(state: dict, model: nn.Module, optimizer, schedule, ema, generator: torch.Generator,
+                  device: torch.device) -> None:
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise ConfigError(f"the saved state does not fit this run: {str(exc).splitlines()[0]}") from None
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and state.get("cuda_rng"):
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 # ---------------------------------------------------------------- run outputs
