@@ -10,7 +10,7 @@ from tinymnist.cli import build_parser, main
 
 VERBS = [["train"], ["eval"], ["data"], ["data", "fetch"], ["data", "info"], ["models"], ["presets"],
          ["bench"], ["bench", "speed"], ["bench", "accuracy"], ["bench", "infer"], ["bench", "load"], ["predict"], ["export"],
-         ["serve"], ["report"]]
+         ["serve"], ["report"], ["sweep"]]
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=" ".join)

@@ -12,10 +12,11 @@ from test_preprocess import BAD_IMAGES
 
 
 def test_predict_answers_good_images_and_reports_bad_ones(trained_checkpoint, mnist_arrays, tmp_path):
-    images, labels = mnist_arrays["test_images"][:3], mnist_arrays["test_labels"][:3].tolist()
+    formats = ["png", "jpg", "bmp", "gif", "tiff"]
+    images, labels = mnist_arrays["test_images"][:5], mnist_arrays["test_labels"][:5].tolist()
     paths = []
     for i, image in enumerate(images):
-        path = tmp_path / f"digit{i}.{['png', 'jpg', 'bmp'][i]}"
+        path = tmp_path / f"digit{i}.{formats[i]}"
         on_canvas(render(image, 300), (500, 400), (40 * i, 50)).convert("RGB").save(path)
         paths.append(str(path))
     (tmp_path / "notes.png").write_text("not an image")
@@ -36,7 +37,7 @@ def test_predict_answers_good_images_and_reports_bad_ones(trained_checkpoint, mn
     for error, (name, (_, fragment)) in zip(result["errors"][4:], sorted(BAD_IMAGES.items())):
         assert fragment.lower() in error["error"].lower(), (name, error)
     assert all(e["error"] for e in result["errors"])
-    assert sorted(p.name for p in previews.iterdir()) == ["digit0.png", "digit1.png", "digit2.png"]
+    assert sorted(p.name for p in previews.iterdir()) == [f"digit{i}.png" for i in range(5)]
     assert Image.open(previews / "digit0.png").size == (28, 28)
 
 

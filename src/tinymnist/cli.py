@@ -74,6 +74,8 @@ def cmd_train(args) -> int:
         lambda msg: print(msg, file=sys.stderr if args.json else sys.stdout, flush=True))
     result = train(config, data_dir=args.data_dir, out_dir=out, progress=not args.quiet, log=log,
                    resume=bool(args.resume))
+    if result.rank != 0:  # under torchrun the other ranks stay silent: rank 0 reports for all
+        return 0
     if args.json:
         summary = {k: v for k, v in result.to_dict().items() if k not in ("history", "evaluation")}
         summary["per_class_acc"] = result.evaluation["per_class_acc"]
@@ -371,6 +373,37 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    import shlex
+
+    from .config import preset_config
+    from .sweep import run_sweep
+
+    presets = [p for p in args.presets.split(",") if p]
+    for name in presets:
+        preset_config(name)  # the library's "unknown preset" error, before any process starts
+    if args.seeds < 1 or args.parallel < 1:
+        raise CLIError("--seeds and --parallel must be at least 1")
+    out = Path(args.out) if args.out else Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    log = (lambda m: None) if args.json else (lambda m: print(m, flush=True))
+    log(f"sweep: {len(presets)} preset(s) x {args.seeds} seed(s), {args.parallel} at a time, into {out}")
+    report = run_sweep(presets, list(range(args.seeds)), out, args.parallel, shlex.split(args.train_args),
+                       args.data_dir, log)
+    if args.json:
+        emit_json(report)
+    else:
+        print(f"{'preset':<10} {'runs':>4} {'failed':>6} {'test acc (mean±std)':>20} {'min':>6} {'train s (median)':>16}")
+        for r in report["summary"]:
+            acc = (f"{r['test_acc_mean']:>12.2f} ± {r['test_acc_std']:.2f}" if r["runs"] else f"{'-':>20}")
+            low = f"{r['test_acc_min']:>6.2f}" if r["runs"] else f"{'-':>6}"
+            secs = f"{r['train_seconds_median']:>16.1f}" if r["runs"] else f"{'-':>16}"
+            print(f"{r['preset']:<10} {r['runs']:>4} {r['failed']:>6} {acc} {low} {secs}")
+    failed = sum(r["failed"] for r in report["summary"])
+    if failed:
+        print(f"tinymnist: error: {failed} run(s) failed; see their rows", file=sys.stderr)
+    return EXIT_MISSED_TARGET if failed else 0
+
+
 # ---------------------------------------------------------------- parser and main
 
 def build_parser() -> Parser:
@@ -506,6 +539,19 @@ def build_parser() -> Parser:
     data_dir_arg(p)
     json_arg(p)
     p.set_defaults(func=cmd_report)
+
+    p = verbs.add_parser("sweep", help="many runs (presets x seeds) as parallel processes",
+                         description="Train every preset once per seed (0..N-1), each as its own `tinymnist train` "
+                         "process, --parallel at a time with the CPU threads split between them; one table of "
+                         "results. Exit 1 if any run failed.")
+    p.add_argument("--presets", default="default", help="comma-separated presets (default: default)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per preset (default 3)")
+    p.add_argument("--parallel", type=int, default=1, help="runs at a time (default 1)")
+    p.add_argument("--out", help="directory for the runs (default: runs/sweep-<timestamp>)")
+    p.add_argument("--train-args", default="", help="extra flags for every run, e.g. \"--epochs 3 --device cpu\"")
+    data_dir_arg(p)
+    json_arg(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = verbs.add_parser("presets", help="list training presets", description="The named recipes.")
     json_arg(p)

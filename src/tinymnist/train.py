@@ -23,8 +23,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from . import distributed
 from .augment import augment_batch, normalize
 from .checkpoint import save_checkpoint
 from .config import ConfigError, TrainConfig
@@ -74,6 +76,8 @@ class TrainResult:
     out_dir: str | None
     history: list[dict] = field(default_factory=list)
     evaluation: dict = field(default_factory=dict)
+    world_size: int = 1  # processes under torchrun (1: a plain run)
+    rank: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,12 +147,17 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
     A resumed run on the CPU gives the same weights, bit for bit, as one never stopped.
     """
     config.validate()
-    device = resolve_device(config.device)
+    ctx = distributed.context_from_env()  # under torchrun: one data-parallel rank of several
+    if ctx.enabled and resume:
+        raise ConfigError("--resume runs in a single process; start it without torchrun")
+    device = distributed.setup(ctx, resolve_device(config.device))
+    if not ctx.is_main:  # rank 0 alone prints and writes
+        out_dir, log, progress = None, (lambda msg: None), False
     out = prepare_out_dir(out_dir, config) if out_dir is not None else None
     saved = load_resume_state(out) if resume and out is not None else None
-    data = (data or load_mnist(data_dir, fetch=True)).to(device)
-    torch.manual_seed(config.seed)  # model init and dropout
-    generator = torch.Generator(device=device).manual_seed(config.seed)  # permutation, augmentation
+    data = (data or distributed.main_first(ctx, lambda fetch: load_mnist(data_dir, fetch=fetch))).to(device)
+    torch.manual_seed(config.seed)  # model init (the same on every rank) and dropout
+    generator = torch.Generator(device=device).manual_seed(config.seed)  # permutation (and augmentation)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = create_model(config.model).to(device, memory_format=memory_format)
     init_seconds = 0.0
@@ -161,22 +170,30 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
     ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.
                                                 get_ema_multi_avg_fn(config.ema), use_buffers=True)
            if config.ema else None)
+    augment_generator = generator
+    if ctx.enabled:  # ranks share the permutation but not the augmentation or dropout draws
+        augment_generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + ctx.rank + 1)
+        torch.manual_seed(config.seed * 1_000_003 + ctx.rank + 1)
+        model = DistributedDataParallel(model)
     step_fn = torch.compile(model) if config.compile else model
     amp_dtype = autocast_dtype(config.amp, device)
     spec = config.augment_spec()
 
+    if ctx.enabled and config.batch_size < ctx.world_size:
+        raise ConfigError(f"batch size {config.batch_size} is smaller than the {ctx.world_size} processes")
     n_train = data.train_images.shape[0]
     steps_per_epoch = n_train // config.batch_size  # drop the ragged tail: every step is full
     total_steps = DRY_RUN_STEPS if config.dry_run else math.ceil(config.epochs * steps_per_epoch)
     n_epochs = math.ceil(total_steps / steps_per_epoch)
-    optimizer, schedule = build_optimizer(model, config, total_steps)
-    trainable = [p for p in model.parameters() if p.requires_grad]  # model order: clipping sums in it
+    net = model.module if ctx.enabled else model  # the plain model: what is evaluated and saved
+    optimizer, schedule = build_optimizer(net, config, total_steps)
+    trainable = [p for p in net.parameters() if p.requires_grad]  # model order: clipping sums in it
 
     history: list[dict] = []
     train_seconds, compile_seconds = init_seconds, 0.0
     step, first_epoch, partial = 0, 1, None
     if saved is not None:
-        restore_state(saved, model, optimizer, schedule, ema, generator, device)
+        restore_state(saved, net, optimizer, schedule, ema, generator, device)
         history, train_seconds, step = saved["history"], saved["train_seconds"], saved["step"]
         first_epoch, partial = saved["epoch"], saved.get("partial")
         log(f"resuming {config.model} from {out / RESUME_FILE}: epoch {first_epoch}, step {step}/{total_steps}")
@@ -185,11 +202,12 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
 
     def snapshot(epoch: int, partial_epoch: dict | None = None) -> None:
         if out is not None:
-            save_resume_state(out, model, optimizer, schedule, ema, generator, config, epoch, step,
+            save_resume_state(out, net, optimizer, schedule, ema, generator, config, epoch, step,
                               history, train_seconds, partial_epoch)
 
     result = None
-    with stop_requests(enabled=out is not None) as stop:
+    # a signal-time save in one rank would leave the others waiting in a collective: ranks just stop
+    with stop_requests(enabled=out is not None and not ctx.enabled) as stop:
         for epoch in range(first_epoch, n_epochs + 1):
             model.train()
             epoch_start = (epoch - 1) * steps_per_epoch
@@ -216,11 +234,16 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
                     raise Interrupted(f"stopped by {stop.requested} at step {step}/{total_steps}; resume with "
                                       f"`tinymnist train --resume {out}`", out / RESUME_FILE)
                 idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-                x = augment_batch(data.train_images[idx], spec, generator).contiguous(memory_format=memory_format)
+                if ctx.enabled:
+                    idx = distributed.shard(idx, ctx.rank, ctx.world_size)
+                x = augment_batch(data.train_images[idx], spec, augment_generator).contiguous(
+                    memory_format=memory_format)
                 y = data.train_labels[idx]
                 with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
                     logits = step_fn(x)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                if ctx.enabled:  # DDP averages over ranks: weigh each rank's mean by its share of the batch
+                    loss = loss * (len(idx) * ctx.world_size / config.batch_size)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip:
@@ -228,8 +251,8 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
                 optimizer.step()
                 schedule.step()
                 if ema is not None:
-                    ema.update_parameters(model)
-                loss_sum += loss.detach()
+                    ema.update_parameters(net)
+                loss_sum += loss.detach() / ctx.world_size if ctx.enabled else loss.detach()
                 correct += (logits.argmax(1) == y).sum()
                 step += 1
                 bar.update()
@@ -243,9 +266,13 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
             train_seconds += time.perf_counter() - started
             bar.close()
 
+            distributed.all_reduce_sum(ctx, loss_sum)  # the epoch's figures over the whole global batch
+            distributed.all_reduce_sum(ctx, correct)
             check_finite(loss_sum, epoch, step, out)
+            if not ctx.is_main:  # rank 0 evaluates on all 10,000 test images; the others go on
+                continue
             train_loss = loss_sum.item() / epoch_steps
-            result = evaluate(ema.module if ema else model, data.test_images, data.test_labels,
+            result = evaluate(ema.module if ema else net, data.test_images, data.test_labels,
                               config.eval_batch_size, config.channels_last)
             history.append({"epoch": round(step / steps_per_epoch, 4), "step": step, "train_loss": train_loss,
                             "train_acc": 100.0 * correct.item() / (epoch_steps * config.batch_size),
@@ -257,7 +284,15 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
                 write_metrics(history, out)
                 snapshot(epoch + 1)
 
-    final_model = ema.module if ema else model
+    final_model = ema.module if ema else net
+    if not ctx.is_main:
+        distributed.teardown(ctx)
+        return TrainResult(
+            test_acc=float("nan"), params=params, model=config.model, preset=config.preset,
+            epochs=round(step / steps_per_epoch, 4), seed=config.seed, train_seconds=train_seconds, checkpoint=None,
+            passed=True, target_acc=config.target_acc, device=str(device), steps=step,
+            images_per_second=step * config.batch_size / max(train_seconds, 1e-9), compile_seconds=compile_seconds,
+            out_dir=None, world_size=ctx.world_size, rank=ctx.rank)
     if result is None:  # resumed a run that had already finished its last epoch
         result = evaluate(final_model, data.test_images, data.test_labels, config.eval_batch_size,
                           config.channels_last)
@@ -265,13 +300,14 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
     checkpoint = None
     if out is not None:
         checkpoint = str(save_run(final_model, config, result, history, passed, params, train_seconds, out))
+    distributed.teardown(ctx)
     return TrainResult(
         test_acc=result.accuracy, params=params, model=config.model, preset=config.preset,
         epochs=round(step / steps_per_epoch, 4), seed=config.seed, train_seconds=train_seconds,
         checkpoint=checkpoint, passed=passed, target_acc=config.target_acc, device=str(device), steps=step,
         images_per_second=step * config.batch_size / max(train_seconds, 1e-9),
         compile_seconds=compile_seconds, out_dir=str(out) if out else None, history=history,
-        evaluation=result.to_dict())
+        evaluation=result.to_dict(), world_size=ctx.world_size)
 
 
 def check_finite(loss_sum: torch.Tensor, epoch: int, step: int, out: Path | None) -> None:

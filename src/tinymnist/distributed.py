@@ -1,0 +1,94 @@
+"""Data-parallel training under torchrun, with PyTorch's own DistributedDataParallel.
+
+Nothing here does anything unless torchrun (or any launcher that sets the same variables)
+started the process with WORLD_SIZE > 1: a plain `tinymnist train` never initializes a
+process group and pays nothing.
+
+Semantics, the same at every world size: ``batch_size`` is the *global* batch; each step
+every rank takes its share of the same slice of the epoch's permutation (the permutation
+comes from the run's seed, identical on all ranks), and the loss is scaled so that DDP's
+gradient average equals the gradient of the mean loss over the global batch. The learning
+rate and the schedule therefore need no change with the number of processes. BatchNorm
+statistics are computed per rank on its share of the batch (as with plain DDP).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def context_from_env() -> Context:
+    """What torchrun told this process; a single-process context when it is not under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return Context()
+    return Context(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def setup(ctx: Context, device: torch.device) -> torch.device:
+    """Join the process group (nccl on CUDA, gloo otherwise); returns this rank's device."""
+    if not ctx.enabled:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def teardown(ctx: Context) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def all_reduce_sum(ctx: Context, tensor: torch.Tensor) -> torch.Tensor:
+    if ctx.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def shard(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's contiguous share of a global batch; shares differ in size by at most one,
+    and together they are the batch, each element once."""
+    n = batch.shape[0]
+    start = rank * n // world_size
+    return batch[start:(rank + 1) * n // world_size]
+
+
+def main_first(ctx: Context, load):
+    """Run ``load(fetch)`` on rank 0 first (it may download and cache), then on the others
+    from the cache it left, so that only one process ever fetches."""
+    if not ctx.enabled:
+        return load(True)
+    if ctx.is_main:
+        result = load(True)
+        dist.barrier()
+        return result
+    dist.barrier()
+    return load(False)

@@ -1,0 +1,86 @@
+"""Data-parallel training under torchrun (gloo on CPU) and multi-run sweeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from test_cli import run_cli
+from tinymnist.config import preset_config
+from tinymnist.distributed import context_from_env, shard
+from tinymnist.train import train
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+@pytest.mark.parametrize("n, batch", [(1000, 64), (960, 64), (1000, 7)])
+def test_shards_cover_each_index_of_the_epoch_exactly_once(world_size, n, batch):
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    steps = n // batch  # the ragged tail is dropped, as in training
+    seen = []
+    for step in range(steps):
+        global_batch = order[step * batch:(step + 1) * batch]
+        parts = [shard(global_batch, rank, world_size) for rank in range(world_size)]
+        assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
+        seen += [int(i) for p in parts for i in p]
+    assert len(seen) == len(set(seen)) == steps * batch  # no index twice
+    assert set(seen) == set(order[:steps * batch].tolist())
+    if n % batch == 0:
+        assert set(seen) == set(range(n))  # the whole training set
+
+
+def test_without_torchrun_nothing_distributed_happens(small_mnist, monkeypatch):
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert not context_from_env().enabled
+    result = train(preset_config("speedrun", device="cpu", dry_run=True), data=small_mnist, progress=False,
+                   log=lambda m: None)
+    assert result.world_size == 1 and not dist.is_initialized()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_under_torchrun_match_one_process(mnist, tmp_path):
+    single = train(preset_config("speedrun", device="cpu"), data=mnist, progress=False, log=lambda m: None)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "tinymnist", "train", "--preset", "speedrun", "--device", "cpu", "--out", str(out),
+                           "--json", "--quiet"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stdout  # rank 0 alone reports
+    result = json.loads(lines[0])
+    assert result["world_size"] == 2 and result["steps"] == single.steps
+    assert abs(result["test_acc"] - single.test_acc) <= 0.3, (result["test_acc"], single.test_acc)
+    # rank 0 alone wrote: one config, one metrics file with one row per epoch, one model
+    names = sorted(p.name for p in out.iterdir())
+    assert len([n for n in names if n.startswith("mnist_model_")]) == 2  # .safetensors + .json
+    assert names.count("config.json") == 1 and "resume.pt" in names
+    assert len(json.loads((out / "metrics.json").read_text())) == 1
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_sweep_runs_presets_and_seeds_in_parallel_and_collects_them(tmp_path):
+    proc = run_cli("sweep", "--presets", "quick,speedrun", "--seeds", "2", "--parallel", "2", "--out",
+                   str(tmp_path), "--train-args", "--dry-run --device cpu", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [(r["preset"], r["seed"]) for r in report["runs"]] == [("quick", 0), ("quick", 1), ("speedrun", 0),
+                                                                 ("speedrun", 1)]
+    assert all(r["exit_code"] == 0 and r["result"]["seed"] == r["seed"] for r in report["runs"])
+    assert [s["runs"] for s in report["summary"]] == [2, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quick-seed0", "quick-seed1", "speedrun-seed0",
+                                                         "speedrun-seed1"]
+
+
+def test_a_failing_run_fails_the_sweep_but_not_the_others(tmp_path):
+    proc = run_cli("sweep", "--presets", "speedrun", "--seeds", "2", "--out", str(tmp_path),
+                   "--train-args", "--dry-run --device cpu --lr -1", "--json")
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)
+    assert all("error" in r for r in report["runs"]) and report["summary"][0]["failed"] == 2
