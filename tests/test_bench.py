@@ -78,3 +78,13 @@ def test_gpu_script_refuses_to_run_without_data(tmp_path):
     proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu.sh")], env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and "no verified MNIST cache" in proc.stderr
+
+
+def test_onnx_inference_backend_matches_pytorch_and_reports_its_figures():
+    from tinymnist.bench import bench_inference
+    from tinymnist.models import create_model
+
+    report = bench_inference(create_model("cnn2k"), "cpu", batch_size=16, batches=2, single_runs=5, backend="onnx")
+    assert report["backend"] == "onnx" and report["max_abs_logit_diff"] <= 1e-4
+    assert report["batched_images_per_second"] > 0 and report["export_seconds"] > 0
+    assert report["single_latency_ms_p50"] <= report["single_latency_ms_p99"]

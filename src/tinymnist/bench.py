@@ -6,11 +6,13 @@ They call the same ``train()`` as the CLI: no second training loop to drift apar
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -149,19 +151,27 @@ def bench_speed(presets: list[str], seeds: list[int], device: str = "auto", data
 
 @torch.inference_mode()
 def bench_inference(model: nn.Module, device: str = "cpu", batch_size: int = 256, batches: int = 50,
-                    single_runs: int = 1000) -> dict:
-    """Batched images/s and single-image latency percentiles of ``model``, in-process.
+                    single_runs: int = 1000, backend: str = "torch") -> dict:
+    """Batched images/s and single-image latency percentiles of ``model``, in-process, from
+    uint8 images to predicted labels (normalization included).
 
-    Channels-last layout, as in training: on CPUs it is twice as fast as NCHW for these
-    convolutions. Batch 256 keeps a batch's activations in cache (batch 1000 runs slower).
+    ``torch``: channels-last layout, as in training: on CPUs it is twice as fast as NCHW for
+    these convolutions; batch 256 keeps a batch's activations in cache (batch 1000 runs
+    slower). ``onnx``: the model exported to ONNX (checked against PyTorch on the timed batch)
+    and run by onnxruntime on the CPU; the export's one-time cost is reported apart.
     """
     dev = resolve_device(device)
     model = model.to(dev, memory_format=torch.channels_last).eval()
-
-    def predict(images_u8: torch.Tensor) -> torch.Tensor:
-        return predict_logits(model, images_u8, batch_size, channels_last=True).argmax(1)
-
     images = torch.randint(0, 256, (batch_size, 28, 28), dtype=torch.uint8, device=dev)
+    report = {"device": str(dev), "backend": backend, "batch_size": batch_size, "params": count_parameters(model)}
+    if backend == "onnx":
+        if dev.type != "cpu":
+            raise ValueError("the onnx backend is timed on the CPU only")
+        predict, report["export_seconds"], report["max_abs_logit_diff"] = _onnx_predictor(model, images)
+    else:
+        def predict(images_u8: torch.Tensor):
+            return predict_logits(model, images_u8, batch_size, channels_last=True).argmax(1).cpu()
+
     for _ in range(3):
         predict(images)
     times = []
@@ -177,11 +187,33 @@ def bench_inference(model: nn.Module, device: str = "cpu", batch_size: int = 256
     latencies = []
     for _ in range(single_runs):
         start = time.perf_counter()
-        predict(one).item()  # .item(): the answer is on the host
+        int(predict(one)[0])  # the answer is on the host
         latencies.append(time.perf_counter() - start)
     latencies.sort()
-    return {"device": str(dev), "batch_size": batch_size, "params": count_parameters(model),
-            "batched_images_per_second": batch_size / statistics.median(times),
+    return {**report, "batched_images_per_second": batch_size / statistics.median(times),
             "single_latency_ms_p50": 1e3 * latencies[len(latencies) // 2],
             "single_latency_ms_p99": 1e3 * latencies[int(len(latencies) * 0.99)],
             "machine": machine_info(dev)}
+
+
+def _onnx_predictor(model: nn.Module, images: torch.Tensor):
+    """uint8 images -> labels through onnxruntime; also the export time and the parity on ``images``."""
+    import tempfile
+
+    import numpy as np
+
+    from .augment import MNIST_MEAN, MNIST_STD
+    from .export import export_onnx, onnx_runner
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:  # the session holds the graph in memory once created
+        run = onnx_runner(export_onnx(copy.deepcopy(model), {"model": "bench"}, Path(tmp) / "model.onnx"))
+    export_seconds = time.perf_counter() - started
+    scale, shift = np.float32(1 / (255 * MNIST_STD)), np.float32(MNIST_MEAN / MNIST_STD)
+
+    def logits(images_u8: torch.Tensor):
+        return run(images_u8.numpy()[:, None].astype(np.float32) * scale - shift)
+
+    expected = predict_logits(model, images, channels_last=True).numpy()
+    diff = float(np.abs(logits(images) - expected).max())
+    return (lambda images_u8: logits(images_u8).argmax(1)), export_seconds, diff

@@ -196,10 +196,13 @@ def cmd_bench(args) -> int:
     else:
         # speed does not depend on the weights, so a fresh model times the same as a trained one
         model = load_checkpoint(args.checkpoint)[0] if args.checkpoint else create_model(args.model)
-        report = bench_inference(model, args.device, args.batch_size)
+        if args.backend == "onnx" and args.device not in ("cpu", "auto"):
+            raise CLIError("--backend onnx is timed on the CPU; use --device cpu")
+        report = bench_inference(model, "cpu" if args.backend == "onnx" else args.device, args.batch_size,
+                                 backend=args.backend)
         report["model"] = str(args.checkpoint) if args.checkpoint else args.model
         if not args.json:
-            print(f"{report['model']} on {report['device']} ({report['machine']['cpu']}): "
+            print(f"{report['model']} ({report['backend']}) on {report['device']} ({report['machine']['cpu']}): "
                   f"{report['batched_images_per_second']:,.0f} images/s in batches of {report['batch_size']}; "
                   f"one image p50 {report['single_latency_ms_p50']:.3f} ms, p99 {report['single_latency_ms_p99']:.3f} ms")
     if args.out:
@@ -482,6 +485,8 @@ def build_parser() -> Parser:
     b.add_argument("--model", default="cnn20k", help="registered model to time (default cnn20k)")
     b.add_argument("--checkpoint", help="time this saved model instead")
     b.add_argument("--batch-size", type=int, default=256)
+    b.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="torch (eager, channels-last) or onnx (exported, run by onnxruntime; needs the export extra)")
     b.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
     b = bench_verbs.add_parser("load", help="load test of the web API on loopback",
                                description="Start `tinymnist serve` on a free loopback port and POST real digit "
