@@ -16,10 +16,9 @@ import pytest
 import torch
 
 from test_cli import assert_one_line_error, run_cli
-from tinymnist.checkpoint import CheckpointError, load_checkpoint
-from tinymnist.config import ConfigError, preset_config
-from tinymnist.train import (RESUME_FILE, Interrupted, OutputDirError, TrainingError, load_resume_state,
-                             train)
+from tinymnist.checkpoint import RESUME_FILE, CheckpointError, load_checkpoint, load_resume_state
+from tinymnist.config import preset_config
+from tinymnist.train import Interrupted, OutputDirError, TrainingError, train
 
 SHORT = dict(device="cpu", epochs=3, batch_size=128)  # speednet on 2,048 images: three epochs in a few seconds
 
@@ -193,7 +192,7 @@ class Payload:
 def test_a_pickle_resume_state_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"format": "tinymnist-resume-1", "x": Payload(marker)}, tmp_path / RESUME_FILE)
-    with pytest.raises(ConfigError, match="refused to load"):
+    with pytest.raises(CheckpointError, match="refused to load"):
         load_resume_state(tmp_path)
     assert not marker.exists()
     (tmp_path / "config.json").write_text(json.dumps(short_config().to_dict()))

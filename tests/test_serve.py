@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from helpers import render, seven
+from helpers import render
 from test_preprocess import BAD_IMAGES
 from tinymnist.serve import create_app
 

@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from . import distributed
 from .augment import augment_batch, normalize
-from .checkpoint import save_checkpoint
+from .checkpoint import (RESUME_FILE, load_resume_state, restore_resume_state, save_checkpoint,
+                         save_resume_state)
 from .config import ConfigError, TrainConfig
 from .data import MNIST, load_mnist
 from .evaluate import EvalResult, evaluate
@@ -37,7 +38,6 @@ from .models import count_parameters, create_model
 
 DRY_RUN_STEPS = 3
 DATA_INIT_IMAGES = 5000  # images a model's data-dependent init may look at
-RESUME_FILE = "resume.pt"  # the run's resumable state, rewritten atomically every epoch
 FINITE_CHECK_STEPS = 50  # how often the loss is checked for NaN/inf inside an epoch (a device sync)
 
 
@@ -150,6 +150,8 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
     ctx = distributed.context_from_env()  # under torchrun: one data-parallel rank of several
     if ctx.enabled and resume:
         raise ConfigError("--resume runs in a single process; start it without torchrun")
+    if ctx.enabled and config.batch_size < ctx.world_size:
+        raise ConfigError(f"batch size {config.batch_size} is smaller than the {ctx.world_size} processes")
     device = distributed.setup(ctx, resolve_device(config.device))
     if not ctx.is_main:  # rank 0 alone prints and writes
         out_dir, log, progress = None, (lambda msg: None), False
@@ -159,13 +161,8 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
     torch.manual_seed(config.seed)  # model init (the same on every rank) and dropout
     generator = torch.Generator(device=device).manual_seed(config.seed)  # permutation (and augmentation)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = create_model(config.model).to(device, memory_format=memory_format)
-    init_seconds = 0.0
-    if hasattr(model, "init_from_data") and saved is None:  # data-dependent init, training images only
-        started = time.perf_counter()
-        model.init_from_data(normalize(data.train_images[:DATA_INIT_IMAGES]))
-        synchronize(device)
-        init_seconds = time.perf_counter() - started  # part of training: counted in train_seconds
+    model, init_seconds = build_model(config.model, device, memory_format,
+                                      data.train_images if saved is None else None)
     params = count_parameters(model)
     ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.
                                                 get_ema_multi_avg_fn(config.ema), use_buffers=True)
@@ -179,8 +176,6 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
     amp_dtype = autocast_dtype(config.amp, device)
     spec = config.augment_spec()
 
-    if ctx.enabled and config.batch_size < ctx.world_size:
-        raise ConfigError(f"batch size {config.batch_size} is smaller than the {ctx.world_size} processes")
     n_train = data.train_images.shape[0]
     steps_per_epoch = n_train // config.batch_size  # drop the ragged tail: every step is full
     total_steps = DRY_RUN_STEPS if config.dry_run else math.ceil(config.epochs * steps_per_epoch)
@@ -193,7 +188,7 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
     train_seconds, compile_seconds = init_seconds, 0.0
     step, first_epoch, partial = 0, 1, None
     if saved is not None:
-        restore_state(saved, net, optimizer, schedule, ema, generator, device)
+        restore_resume_state(saved, net, optimizer, schedule, ema, generator, device)
         history, train_seconds, step = saved["history"], saved["train_seconds"], saved["step"]
         first_epoch, partial = saved["epoch"], saved.get("partial")
         log(f"resuming {config.model} from {out / RESUME_FILE}: epoch {first_epoch}, step {step}/{total_steps}")
@@ -201,9 +196,14 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
         f"{total_steps} steps of {config.batch_size} ({total_steps / steps_per_epoch:.2f} epochs)")
 
     def snapshot(epoch: int, partial_epoch: dict | None = None) -> None:
-        if out is not None:
+        if out is None:
+            return
+        try:
             save_resume_state(out, net, optimizer, schedule, ema, generator, config, epoch, step,
                               history, train_seconds, partial_epoch)
+        except OSError as exc:
+            raise OutputDirError(f"cannot write {out / RESUME_FILE}: {exc.strerror or exc} "
+                                 "(the previous state, if any, is intact)") from None
 
     result = None
     # a signal-time save in one rank would leave the others waiting in a collective: ranks just stop
@@ -310,6 +310,20 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
         evaluation=result.to_dict(), world_size=ctx.world_size)
 
 
+def build_model(name: str, device: torch.device, memory_format: torch.memory_format,
+                train_images: torch.Tensor | None) -> tuple[nn.Module, float]:
+    """The registered model on ``device``; a model with a data-dependent init gets it from
+    ``train_images`` (never test images). Returns the seconds that init took: they count as
+    training time."""
+    model = create_model(name).to(device, memory_format=memory_format)
+    if train_images is None or not hasattr(model, "init_from_data"):
+        return model, 0.0
+    started = time.perf_counter()
+    model.init_from_data(normalize(train_images[:DATA_INIT_IMAGES]))
+    synchronize(device)
+    return model, time.perf_counter() - started
+
+
 def check_finite(loss_sum: torch.Tensor, epoch: int, step: int, out: Path | None) -> None:
     """Stop on a NaN or infinite loss; the last resumable state (written before) is left as it was."""
     value = loss_sum.item()
@@ -345,64 +359,6 @@ class stop_requests:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
-
-
-# ---------------------------------------------------------------- resumable state
-
-def save_resume_state(out: Path, model: nn.Module, optimizer, schedule, ema, generator: torch.Generator,
-                      config: TrainConfig, epoch: int, step: int, history: list[dict], train_seconds: float,
-                      partial: dict | None = None) -> Path:
-    """Everything a run needs to go on exactly where it was, written atomically.
-
-    Only tensors, numbers, strings and containers of them: it loads with
-    ``torch.load(weights_only=True)``, which never runs code from the file.
-    """
-    state = {
-        "format": "tinymnist-resume-1", "config": config.to_dict(), "epoch": epoch, "step": step,
-        "history": history, "train_seconds": train_seconds,
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
-        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "partial": ({k: v.detach().cpu() for k, v in partial.items()} if partial is not None else None),
-    }
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    try:
-        return atomic_write(out / RESUME_FILE, buffer.getvalue())
-    except OSError as exc:
-        raise OutputDirError(f"cannot write {out / RESUME_FILE}: {exc.strerror or exc} "
-                             "(the previous state, if any, is intact)") from None
-
-
-def load_resume_state(out: Path) -> dict:
-    path = out / RESUME_FILE
-    if not path.is_file():
-        raise ConfigError(f"nothing to resume: {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types; none may run code
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{path} is not a tinymnist resume state (refused to load: {first[:200]})") from None
-    if not isinstance(state, dict) or state.get("format") != "tinymnist-resume-1":
-        raise ConfigError(f"{path} is not a tinymnist resume state")
-    return state
-
-
-def restore_state(state: dict, model: nn.Module, optimizer, schedule, ema, generator: torch.Generator,
-                  device: torch.device) -> None:
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-    except (RuntimeError, KeyError, ValueError) as exc:
-        raise ConfigError(f"the saved state does not fit this run: {str(exc).splitlines()[0]}") from None
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-    if device.type == "cuda" and state.get("cuda_rng"):
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 # ---------------------------------------------------------------- run outputs
