@@ -100,6 +100,8 @@ BAD = {
     "bad_preprocess_flag": (dict(json={"pixels": [[0.5] * 28] * 28, "preprocess": "yes"}), 422, "preprocess"),
     "malformed_json": (dict(content=b"{\"pixels\": [", headers={"content-type": "application/json"}), 400,
                        "malformed"),
+    "deeply_nested_json": (dict(content=b"[" * 50_000, headers={"content-type": "application/json"}), 400,
+                           "malformed"),
     "wrong_content_type": (dict(content=b"pixels", headers={"content-type": "text/plain"}), 415, "multipart"),
     "no_content_type": (dict(content=b"pixels"), 415, "multipart"),
     "over_limit_declared": (dict(content=b"x" * (LIMIT + 1), headers={"content-type": "application/json"}), 413,

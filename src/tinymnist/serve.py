@@ -195,7 +195,7 @@ def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_B
             body = await request.body()
             try:
                 payload = json.loads(body)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (ValueError, RecursionError):  # undecodable, invalid, or nested past the parser's depth
                 raise error(400, "malformed JSON") from None
             return from_pixels(*parse_pixels(payload))
         raise error(415, "send multipart/form-data with an image in 'file', or application/json with 'pixels'")

@@ -212,14 +212,8 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
             model.train()
             epoch_start = (epoch - 1) * steps_per_epoch
             epoch_steps = min(steps_per_epoch, total_steps - epoch_start)
-            if partial is not None:  # resuming inside an epoch: its permutation and running sums
-                order, loss_sum, correct = (partial["order"].to(device), partial["loss_sum"].to(device),
-                                            partial["correct"].to(device))
-                partial = None
-            else:
-                order = torch.randperm(n_train, device=device, generator=generator)
-                loss_sum = torch.zeros((), device=device)
-                correct = torch.zeros((), device=device, dtype=torch.long)
+            order, loss_sum, correct = epoch_state(partial, n_train, generator, device)
+            partial = None
             # the bar goes to stderr, and only for a person watching: silent when stdout is piped
             bar = tqdm(total=epoch_steps, initial=step - epoch_start, desc=f"epoch {epoch}/{n_epochs}",
                        leave=False, file=sys.stderr, disable=not (progress and sys.stdout.isatty()))
@@ -244,14 +238,7 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
                 if ctx.enabled:  # DDP averages over ranks: weigh each rank's mean by its share of the batch
                     loss = loss * (len(idx) * ctx.world_size / config.batch_size)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip:
-                    nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-                optimizer.step()
-                schedule.step()
-                if ema is not None:
-                    ema.update_parameters(net)
+                optimizer_step(loss, optimizer, schedule, trainable, config.grad_clip, ema, net)
                 loss_sum += loss.detach() / ctx.world_size if ctx.enabled else loss.detach()
                 correct += (logits.argmax(1) == y).sum()
                 step += 1
@@ -285,29 +272,43 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
                 snapshot(epoch + 1)
 
     final_model = ema.module if ema else net
-    if not ctx.is_main:
-        distributed.teardown(ctx)
-        return TrainResult(
-            test_acc=float("nan"), params=params, model=config.model, preset=config.preset,
-            epochs=round(step / steps_per_epoch, 4), seed=config.seed, train_seconds=train_seconds, checkpoint=None,
-            passed=True, target_acc=config.target_acc, device=str(device), steps=step,
-            images_per_second=step * config.batch_size / max(train_seconds, 1e-9), compile_seconds=compile_seconds,
-            out_dir=None, world_size=ctx.world_size, rank=ctx.rank)
-    if result is None:  # resumed a run that had already finished its last epoch
-        result = evaluate(final_model, data.test_images, data.test_labels, config.eval_batch_size,
-                          config.channels_last)
-    passed = result.accuracy >= config.target_acc and not config.dry_run
-    checkpoint = None
-    if out is not None:
-        checkpoint = str(save_run(final_model, config, result, history, passed, params, train_seconds, out))
+    passed, checkpoint = True, None  # ranks other than 0 report nothing of their own
+    if ctx.is_main:
+        if result is None:  # resumed a run that had already finished its last epoch
+            result = evaluate(final_model, data.test_images, data.test_labels, config.eval_batch_size,
+                              config.channels_last)
+        passed = result.accuracy >= config.target_acc and not config.dry_run
+        if out is not None:
+            checkpoint = str(save_run(final_model, config, result, history, passed, params, train_seconds, out))
     distributed.teardown(ctx)
     return TrainResult(
-        test_acc=result.accuracy, params=params, model=config.model, preset=config.preset,
-        epochs=round(step / steps_per_epoch, 4), seed=config.seed, train_seconds=train_seconds,
-        checkpoint=checkpoint, passed=passed, target_acc=config.target_acc, device=str(device), steps=step,
-        images_per_second=step * config.batch_size / max(train_seconds, 1e-9),
+        test_acc=result.accuracy if result else float("nan"), params=params, model=config.model,
+        preset=config.preset, epochs=round(step / steps_per_epoch, 4), seed=config.seed,
+        train_seconds=train_seconds, checkpoint=checkpoint, passed=passed, target_acc=config.target_acc,
+        device=str(device), steps=step, images_per_second=step * config.batch_size / max(train_seconds, 1e-9),
         compile_seconds=compile_seconds, out_dir=str(out) if out else None, history=history,
-        evaluation=result.to_dict(), world_size=ctx.world_size)
+        evaluation=result.to_dict() if result else {}, world_size=ctx.world_size, rank=ctx.rank)
+
+
+def epoch_state(partial: dict | None, n_train: int, generator: torch.Generator, device: torch.device):
+    """(permutation, loss sum, correct count) to start an epoch with: fresh ones, or those of a
+    resumed mid-epoch state."""
+    if partial is not None:
+        return partial["order"].to(device), partial["loss_sum"].to(device), partial["correct"].to(device)
+    return (torch.randperm(n_train, device=device, generator=generator), torch.zeros((), device=device),
+            torch.zeros((), device=device, dtype=torch.long))
+
+
+def optimizer_step(loss: torch.Tensor, optimizer, schedule, trainable: list[torch.Tensor], grad_clip: float,
+                   ema, net: nn.Module) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(trainable, grad_clip)
+    optimizer.step()
+    schedule.step()
+    if ema is not None:
+        ema.update_parameters(net)
 
 
 def build_model(name: str, device: torch.device, memory_format: torch.memory_format,
