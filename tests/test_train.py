@@ -122,3 +122,25 @@ def test_data_dependent_init_sees_training_images_only(small_mnist, monkeypatch)
 
     assert seen["images"].shape[0] == small_mnist.train_images.shape[0]
     assert (seen["images"] == normalize(small_mnist.train_images)).all()
+
+
+def test_validation_images_are_held_out_of_training_and_reported(small_mnist, monkeypatch):
+    import torch
+
+    import tinymnist.train as train_module
+    seen = []
+    real = train_module.augment_batch
+    monkeypatch.setattr(train_module, "augment_batch", lambda images, *a, **k: seen.append(images.clone()) or
+                        real(images, *a, **k))
+    config = preset_config("speedrun", device="cpu", epochs=1, batch_size=128, val_images=512)
+    result = train(config, data=small_mnist, progress=False, log=lambda m: None)
+    held_out = small_mnist.train_images[-512:]
+    trained_on = torch.cat(seen)
+    assert result.steps == (2048 - 512) // 128
+    # no held-out image was trained on (compared as whole images)
+    assert not (trained_on.flatten(1)[:, None, :] == held_out.flatten(1)[None, :, :]).all(-1).any()
+    assert result.val_acc is not None and 0 < result.val_acc <= 100
+    assert "val_acc" in result.history[-1] and result.history[-1]["val_acc"] == result.val_acc
+    with pytest.raises(ConfigError, match="val_images"):
+        train(preset_config("speedrun", device="cpu", val_images=2000, batch_size=128), data=small_mnist,
+              progress=False, log=lambda m: None)

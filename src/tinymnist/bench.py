@@ -116,6 +116,9 @@ def bench_training(preset: str, seeds: list[int], data: MNIST, device: str = "au
     median_s = statistics.median(secs)
     achieved = TRAIN_FLOPS_PER_FORWARD * flops * images / median_s / 1e9
     mean, std = mean_std(accs)
+    vals = [r.val_acc for r in runs if r.val_acc is not None]
+    val_figures = ({"val_acc": vals, "val_acc_mean": mean_std(vals)[0], "val_acc_std": mean_std(vals)[1]}
+                   if vals else {})
     # When each run first crossed 99% (reported for comparison with recipes described that
     # way; nothing is selected by it: every accuracy above is the final epoch's).
     first_99 = [next(((h["epoch"], h["seconds"]) for h in r.history if h["test_acc"] >= 99.0), None)
@@ -131,6 +134,7 @@ def bench_training(preset: str, seeds: list[int], data: MNIST, device: str = "au
         "fraction_of_matmul_peak": achieved / peak_gflops if peak_gflops else None,
         "first_reached_99": [{"epoch": f[0], "train_seconds": f[1]} if f else None for f in first_99],
         "overrides": overrides,
+        **val_figures,  # with --val-images: the figures to compare recipes on
     }
 
 

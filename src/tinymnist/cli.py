@@ -87,6 +87,8 @@ def cmd_train(args) -> int:
         print(f"{result.model}: {result.params:,} parameters, {result.epochs:g} epochs, seed {result.seed}, "
               f"{result.train_seconds:.1f} s of training on {result.device} "
               f"({result.images_per_second:,.0f} images/s)")
+        if result.val_acc is not None:
+            print(f"validation accuracy {result.val_acc:.2f}% on the {config.val_images:,} held-out training images")
         print(f"saved {result.checkpoint}")
     return 0 if result.passed or config.dry_run else EXIT_MISSED_TARGET
 

@@ -43,6 +43,9 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     eval_batch_size: int = 2000
+    # hold out the last N training images (the pickle's "valid" 10,000 are the last 10,000) and
+    # report accuracy on them every epoch: recipes are compared there, never on the test set
+    val_images: int = 0
     target_acc: float = 99.0  # percent; a lower final test accuracy fails the run (exit 1)
     dry_run: bool = False  # a few steps only: a smoke test of the whole pipeline
 
@@ -70,6 +73,8 @@ class TrainConfig:
             raise ConfigError(f"amp must be auto, off or bf16, got {self.amp!r}")
         if not 0 <= self.target_acc <= 100:
             raise ConfigError(f"target_acc is a percentage, got {self.target_acc}")
+        if self.val_images < 0:
+            raise ConfigError(f"val_images must be >= 0, got {self.val_images}")
         return self
 
     def to_dict(self) -> dict:

@@ -67,6 +67,7 @@ def run_sweep(presets: list[str], seeds: list[int], out: str | Path, parallel: i
     for preset in presets:
         done = [r["result"] for r in rows if r["preset"] == preset and r.get("result")]
         accs = [r["test_acc"] for r in done]
+        vals = [r["val_acc"] for r in done if r.get("val_acc") is not None]
         secs = [r["train_seconds"] for r in done]
         summaries.append({
             "preset": preset, "runs": len(done), "failed": sum(1 for r in rows if r["preset"] == preset
@@ -75,5 +76,8 @@ def run_sweep(presets: list[str], seeds: list[int], out: str | Path, parallel: i
             "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0 if accs else None,
             "test_acc_min": min(accs) if accs else None,
             "train_seconds_median": statistics.median(secs) if secs else None,
+            # with --val-images: compare recipes on these, never on the test accuracy
+            "val_acc_mean": statistics.fmean(vals) if vals else None,
+            "val_acc_std": statistics.stdev(vals) if len(vals) > 1 else None,
         })
     return {"out": str(out), "parallel": parallel, "threads_per_run": threads, "runs": rows, "summary": summaries}

@@ -78,6 +78,7 @@ class TrainResult:
     evaluation: dict = field(default_factory=dict)
     world_size: int = 1  # processes under torchrun (1: a plain run)
     rank: int = 0
+    val_acc: float | None = None  # percent, final epoch, on the held-out training images (--val-images)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -158,11 +159,12 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
     out = prepare_out_dir(out_dir, config) if out_dir is not None else None
     saved = load_resume_state(out) if resume and out is not None else None
     data = (data or distributed.main_first(ctx, lambda fetch: load_mnist(data_dir, fetch=fetch))).to(device)
+    train_x, train_y, val_x, val_y = split_validation(data, config.val_images, config.batch_size)
     torch.manual_seed(config.seed)  # model init (the same on every rank) and dropout
     generator = torch.Generator(device=device).manual_seed(config.seed)  # permutation (and augmentation)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model, init_seconds = build_model(config.model, device, memory_format,
-                                      data.train_images if saved is None else None)
+                                      train_x if saved is None else None)
     params = count_parameters(model)
     ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.
                                                 get_ema_multi_avg_fn(config.ema), use_buffers=True)
@@ -176,7 +178,7 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
     amp_dtype = autocast_dtype(config.amp, device)
     spec = config.augment_spec()
 
-    n_train = data.train_images.shape[0]
+    n_train = train_x.shape[0]
     steps_per_epoch = n_train // config.batch_size  # drop the ragged tail: every step is full
     total_steps = DRY_RUN_STEPS if config.dry_run else math.ceil(config.epochs * steps_per_epoch)
     n_epochs = math.ceil(total_steps / steps_per_epoch)
@@ -230,9 +232,8 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
                 idx = order[i * config.batch_size:(i + 1) * config.batch_size]
                 if ctx.enabled:
                     idx = distributed.shard(idx, ctx.rank, ctx.world_size)
-                x = augment_batch(data.train_images[idx], spec, augment_generator).contiguous(
-                    memory_format=memory_format)
-                y = data.train_labels[idx]
+                x = augment_batch(train_x[idx], spec, augment_generator).contiguous(memory_format=memory_format)
+                y = train_y[idx]
                 with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
                     logits = step_fn(x)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
@@ -265,6 +266,9 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
                             "train_acc": 100.0 * correct.item() / (epoch_steps * config.batch_size),
                             "test_loss": result.loss, "test_acc": result.accuracy,
                             "lr": schedule.get_last_lr()[0], "seconds": train_seconds})
+            if val_x is not None:
+                val = evaluate(ema.module if ema else net, val_x, val_y, config.eval_batch_size, config.channels_last)
+                history[-1].update(val_loss=val.loss, val_acc=val.accuracy)
             log(f"epoch {epoch}/{n_epochs}  loss {train_loss:.4f}  train {history[-1]['train_acc']:.2f}%  "
                 f"test {result.accuracy:.2f}%  {train_seconds:.1f}s")
             if out is not None:
@@ -287,7 +291,19 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
         train_seconds=train_seconds, checkpoint=checkpoint, passed=passed, target_acc=config.target_acc,
         device=str(device), steps=step, images_per_second=step * config.batch_size / max(train_seconds, 1e-9),
         compile_seconds=compile_seconds, out_dir=str(out) if out else None, history=history,
-        evaluation=result.to_dict() if result else {}, world_size=ctx.world_size, rank=ctx.rank)
+        evaluation=result.to_dict() if result else {}, world_size=ctx.world_size, rank=ctx.rank,
+        val_acc=history[-1].get("val_acc") if history else None)
+
+
+def split_validation(data: MNIST, n_val: int, batch_size: int):
+    """(train images, train labels, validation images, validation labels): the last ``n_val``
+    training images are held out (None, None when ``n_val`` is 0). The test set is untouched."""
+    if n_val == 0:
+        return data.train_images, data.train_labels, None, None
+    if n_val > data.train_images.shape[0] - batch_size:
+        raise ConfigError(f"val_images {n_val} leaves fewer training images than one batch of {batch_size}")
+    return (data.train_images[:-n_val], data.train_labels[:-n_val], data.train_images[-n_val:],
+            data.train_labels[-n_val:])
 
 
 def epoch_state(partial: dict | None, n_train: int, generator: torch.Generator, device: torch.device):
