@@ -62,17 +62,15 @@ def trained_model(trained_checkpoint):
 @pytest.fixture(scope="session")
 def live_server(trained_model):
     """The app under a real uvicorn on a free loopback port, in a thread; yields its base URL."""
-    import socket
     import threading
     import time
 
     import uvicorn
 
+    from tinymnist.loadtest import free_port
     from tinymnist.serve import create_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(*trained_model), host="127.0.0.1", port=port,
                                            log_level="warning", timeout_keep_alive=5))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -6,7 +6,6 @@ They call the same ``train()`` as the CLI: no second training loop to drift apar
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import platform
@@ -206,17 +205,16 @@ def _onnx_predictor(model: nn.Module, images: torch.Tensor):
 
     import numpy as np
 
-    from .augment import MNIST_MEAN, MNIST_STD
+    from .augment import normalize
     from .export import export_onnx, onnx_runner
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:  # the session holds the graph in memory once created
-        run = onnx_runner(export_onnx(copy.deepcopy(model), {"model": "bench"}, Path(tmp) / "model.onnx"))
+        run = onnx_runner(export_onnx(model, {"model": "bench"}, Path(tmp) / "model.onnx"))
     export_seconds = time.perf_counter() - started
-    scale, shift = np.float32(1 / (255 * MNIST_STD)), np.float32(MNIST_MEAN / MNIST_STD)
 
     def logits(images_u8: torch.Tensor):
-        return run(images_u8.numpy()[:, None].astype(np.float32) * scale - shift)
+        return run(normalize(images_u8).numpy())
 
     expected = predict_logits(model, images, channels_last=True).numpy()
     diff = float(np.abs(logits(images) - expected).max())

@@ -219,14 +219,13 @@ def cmd_bench(args) -> int:
 
 def cmd_bench_load(args) -> dict:
     from .bench import machine_info
-    from .checkpoint import find_latest_checkpoint
     from .data import load_mnist
     from .loadtest import digit_payloads, free_port, run_load, start_server
     from .train import resolve_device
 
     if args.clients < 1 or args.requests < 1 or args.workers < 1:
         raise CLIError("--clients, --requests and --workers must be at least 1")
-    checkpoint = Path(args.checkpoint) if args.checkpoint else find_latest_checkpoint("runs")
+    checkpoint = _checkpoint(args)
     payloads = digit_payloads(load_mnist(args.data_dir, fetch=True))
     port = free_port()
     server = start_server(checkpoint, port, args.workers)
@@ -419,6 +418,9 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"tinymnist {__version__}")
     verbs = parser.add_subparsers(dest="command", metavar="VERB", parser_class=Parser)
 
+    def checkpoint_arg(p):  # read back by _checkpoint()
+        p.add_argument("--checkpoint", help="saved model (default: the newest under runs/)")
+
     def json_arg(p):
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
@@ -493,7 +495,7 @@ def build_parser() -> Parser:
     b = bench_verbs.add_parser("load", help="load test of the web API on loopback",
                                description="Start `tinymnist serve` on a free loopback port and POST real digit "
                                "images from concurrent clients: requests/s, latency p50/p99, errors.")
-    b.add_argument("--checkpoint", help="saved model (default: the newest under runs/)")
+    checkpoint_arg(b)
     b.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     b.add_argument("--requests", type=int, default=2000, help="requests in all (default 2000)")
     b.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
@@ -510,7 +512,7 @@ def build_parser() -> Parser:
                          "or grey, either polarity). Each image is made MNIST-like first: ink found, cropped, "
                          "scaled to 20 px and centred by mass in 28x28. Exit 2 if any image could not be read.")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--checkpoint", help="saved model (default: the newest under runs/)")
+    checkpoint_arg(p)
     p.add_argument("--show-preprocessed", metavar="DIR", help="write the 28x28 image the model saw, per input, as PNG")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
     json_arg(p)
@@ -531,7 +533,7 @@ def build_parser() -> Parser:
     p = verbs.add_parser("serve", help="the draw-a-digit web page and JSON API",
                          description="Serve a page to draw digits on and POST /api/predict (image upload in 'file' "
                          "or JSON pixels), GET /api/health, GET /api/model; OpenAPI docs at /docs.")
-    p.add_argument("--checkpoint", help="saved model (default: the newest under runs/)")
+    checkpoint_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")

@@ -8,6 +8,7 @@ runtime in another language needs nothing else.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -62,6 +63,11 @@ def _quiet_exporter():
             lg.setLevel(level)
 
 
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A CPU, NCHW, eval-mode copy to trace: the caller's model keeps its device and layout."""
+    return copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval()
+
+
 def export_onnx(model: nn.Module, meta: dict, path: str | Path, opset: int = OPSET) -> Path:
     """One self-contained .onnx file with a dynamic batch axis; written atomically."""
     try:
@@ -69,7 +75,7 @@ def export_onnx(model: nn.Module, meta: dict, path: str | Path, opset: int = OPS
     except ImportError:
         raise ExportError("ONNX export needs the 'export' extra: pip install 'tinymnist[export]'") from None
     path = Path(path)
-    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    model = plain_copy(model)
     example = torch.zeros(2, 1, 28, 28)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     try:
@@ -92,7 +98,7 @@ def export_onnx(model: nn.Module, meta: dict, path: str | Path, opset: int = OPS
 def export_pt2(model: nn.Module, meta: dict, path: str | Path) -> Path:
     """A torch.export program (``torch.export.load`` reads it back), dynamic batch axis."""
     path = Path(path)
-    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    model = plain_copy(model)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     buffer = io.BytesIO()
     try:

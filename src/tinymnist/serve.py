@@ -7,6 +7,7 @@ the tests see a digit the same way.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from importlib import resources
@@ -112,7 +113,8 @@ def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_B
     app = FastAPI(title="tinymnist", version=__version__,
                   description="Draw a digit; a compact CNN reads it. POST an image or 28x28 pixels to "
                   "/api/predict.")
-    model = model.to(memory_format=torch.channels_last)  # the layout of predict's inputs
+    # a copy in the layout of predict's inputs: the caller's model is left as it was
+    model = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
     classify_fields(model, np.zeros((1, SIZE, SIZE), np.float32))  # warm-up: the first call sets up kernels
     page = resources.files("tinymnist").joinpath("web/index.html").read_text(encoding="utf-8")
     info = {"name": meta.get("model"), "parameters": meta.get("params"), "test_acc": meta.get("test_acc"),
