@@ -7,10 +7,10 @@ import pytest
 from tinymnist.loadtest import digit_payloads, free_port, run_load, start_server
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_concurrent_clients_get_answers_without_errors(trained_checkpoint, mnist, workers):
+@pytest.mark.parametrize("workers, backend", [(1, "torch"), (2, "auto")])
+def test_concurrent_clients_get_answers_without_errors(trained_checkpoint, mnist, workers, backend):
     port = free_port()
-    server = start_server(trained_checkpoint, port, workers=workers)
+    server = start_server(trained_checkpoint, port, workers=workers, backend=backend)
     try:
         report = run_load("127.0.0.1", port, digit_payloads(mnist, 50), clients=8, requests=300, max_seconds=120)
     finally:

@@ -217,30 +217,42 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def serve_args(p: argparse.ArgumentParser) -> None:
+    """How `serve` runs the model: shared by `serve` and `bench load`."""
+    p.add_argument("--workers", type=int, default=1,
+                   help="inference processes behind the one HTTP process; 1 (default) infers in the HTTP process")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                   help="auto (default): onnxruntime when the export extra is installed, else PyTorch; the ONNX "
+                   "export is made once per model and cached under $TINYMNIST_CACHE (default ~/.cache/tinymnist)/onnx")
+
+
 def cmd_bench_load(args) -> dict:
     from .bench import machine_info
     from .data import load_mnist
     from .loadtest import digit_payloads, free_port, run_load, start_server
     from .train import resolve_device
+    import urllib.request
 
     if args.clients < 1 or args.requests < 1 or args.workers < 1:
         raise CLIError("--clients, --requests and --workers must be at least 1")
     checkpoint = _checkpoint(args)
     payloads = digit_payloads(load_mnist(args.data_dir, fetch=True))
     port = free_port()
-    server = start_server(checkpoint, port, args.workers)
+    server = start_server(checkpoint, port, args.workers, args.backend)
     try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=10) as answer:
+            backend = json.load(answer)["backend"]
         run_load("127.0.0.1", port, payloads[:20], clients=2, requests=40)  # warm-up, not counted
         report = run_load("127.0.0.1", port, payloads, args.clients, args.requests, args.max_seconds)
     finally:
         server.terminate()
         server.wait(timeout=30)
-    report.update(checkpoint=str(checkpoint), server_workers=args.workers,
+    report.update(checkpoint=str(checkpoint), server_workers=args.workers, server_backend=backend,
                   machine=machine_info(resolve_device("cpu")), payload="280x280 PNG of MNIST test digits, "
                   "alternately white-on-black and black-on-white, multipart upload")
     if not args.json:
-        print(f"{report['requests_done']:,} requests from {report['clients']} clients to {args.workers} server "
-              f"process(es) on loopback, {report['machine']['cpu']}: {report['errors']} errors, "
+        print(f"{report['requests_done']:,} requests from {report['clients']} clients to a server with "
+              f"{args.workers} inference process(es) ({backend}) on loopback, {report['machine']['cpu']}: {report['errors']} errors, "
               f"{report['requests_per_second']:.0f} requests/s, latency p50 {report['latency_ms_p50']:.1f} ms, "
               f"p99 {report['latency_ms_p99']:.1f} ms, max {report['latency_ms_max']:.1f} ms; labels right "
               f"{report['label_accuracy']:.2f}%")
@@ -353,7 +365,7 @@ def cmd_serve(args) -> int:
           file=sys.stderr, flush=True)
     try:
         serve(model, meta, args.host, args.port, log_level="warning" if args.quiet else "info",
-              workers=args.workers)
+              workers=args.workers, backend=args.backend)
     except OSError as exc:
         raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     return 0
@@ -498,7 +510,7 @@ def build_parser() -> Parser:
     checkpoint_arg(b)
     b.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     b.add_argument("--requests", type=int, default=2000, help="requests in all (default 2000)")
-    b.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    serve_args(b)
     b.add_argument("--max-seconds", type=float, default=120.0, help="stop after this long (default 120)")
     data_dir_arg(b)
     for b in bench_verbs.choices.values():
@@ -536,7 +548,7 @@ def build_parser() -> Parser:
     checkpoint_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    serve_args(p)
     p.add_argument("--quiet", action="store_true", help="log warnings only")
     p.set_defaults(func=cmd_serve)
 

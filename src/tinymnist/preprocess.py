@@ -126,23 +126,30 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
     border = np.concatenate([grey[:frame].ravel(), grey[-frame:].ravel(),
                              grey[:, :frame].ravel(), grey[:, -frame:].ravel()])
     paper = float(np.median(border))
-    if paper > 0.5:
-        grey, paper = 1.0 - grey, 1.0 - paper
-    contrast = float(grey.max()) - paper
+    # ink = (|grey - paper| / contrast - floor) / (1 - floor), clipped to [0, 1]: written as one
+    # scale and one offset on the whole image (three passes instead of eight; this runs on
+    # every upload the server gets)
+    if paper > 0.5:  # dark ink on light paper
+        contrast, sign = paper - float(grey.min()), -1.0
+    else:
+        contrast, sign = float(grey.max()) - paper, 1.0
     if contrast < MIN_CONTRAST:
         raise ImageError("no ink found: the image is blank or has almost no contrast")
-    ink = np.clip((grey - paper) / contrast, 0.0, 1.0)
-    return np.clip((ink - INK_FLOOR) / (1.0 - INK_FLOOR), 0.0, 1.0)
+    scale = sign / (contrast * (1.0 - INK_FLOOR))
+    ink = grey * np.float32(scale)
+    ink += np.float32(-paper * scale - INK_FLOOR / (1.0 - INK_FLOOR))
+    return np.clip(ink, 0.0, 1.0, out=ink)
 
 
 def crop_to_ink(ink: np.ndarray, trim: float = 0.002) -> np.ndarray:
     """Crop to the ink's bounding box, ignoring specks that hold under ``trim`` of the ink on a side."""
-    total = float(ink.sum())
+    profiles = (ink.sum(axis=1), ink.sum(axis=0))  # rows, then columns
+    total = float(profiles[0].sum())
     if total <= 0:
         raise ImageError("no ink found: the image is blank")
     bounds = []
-    for axis in (1, 0):  # rows, then columns
-        cumulative = np.cumsum(ink.sum(axis=axis)) / total
+    for profile in profiles:
+        cumulative = np.cumsum(profile) / total
         first = int(np.searchsorted(cumulative, trim, side="right"))
         last = int(np.searchsorted(cumulative, 1.0 - trim, side="left"))
         bounds.append((first, max(first, min(last, len(cumulative) - 1))))
@@ -225,9 +232,9 @@ def resize_longer_side(ink: np.ndarray, side: int) -> np.ndarray:
 def place_by_centre_of_mass(digit: np.ndarray) -> np.ndarray:
     """Put ``digit`` (at most 20x20) in a 28x28 field with its centre of mass at MNIST's centre."""
     h, w = digit.shape
-    rows, cols = np.indices(digit.shape)
-    mass = float(digit.sum())
-    com_r, com_c = (rows * digit).sum() / mass, (cols * digit).sum() / mass
+    rows, cols = digit.sum(axis=1, dtype=np.float64), digit.sum(axis=0, dtype=np.float64)
+    mass = float(rows.sum())
+    com_r, com_c = rows @ np.arange(h) / mass, cols @ np.arange(w) / mass
     top = int(np.clip(round(CENTRE - com_r), 0, SIZE - h))
     left = int(np.clip(round(CENTRE - com_c), 0, SIZE - w))
     field = np.zeros((SIZE, SIZE), dtype=np.float32)

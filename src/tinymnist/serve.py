@@ -7,23 +7,29 @@ the tests see a digit the same way.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
+import sys
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 import torch
 from torch import nn
 
+from .augment import normalize
+from .data import default_cache_dir
 from .predict import classify_fields
-from .preprocess import SIZE, ImageError, load_image, preprocess
+from .preprocess import SIZE, ImageError, load_image, preprocess, to_uint8
+from .workers import InferencePool, WorkerFailed
 
 MAX_BODY_BYTES = 2 * 1024 * 1024  # a 280x280 canvas PNG is ~10 kB; a phone photo fits too
 
@@ -107,39 +113,128 @@ def parse_pixels(payload: Any) -> tuple[np.ndarray, bool]:
     return field.astype(np.float32), flag
 
 
-def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+class Classifier:
+    """The model, ready for one image at a time, in eager PyTorch or, given the model's ONNX
+    export, in onnxruntime (0.1 ms a digit against 0.5 ms: per-operator overhead dominates a
+    single 28x28 image). Warmed up, so the first request does not pay for kernel setup."""
+
+    def __init__(self, model: nn.Module, onnx: bytes | None = None):
+        self.backend = "onnx" if onnx is not None else "torch"
+        if onnx is not None:
+            from .export import onnx_runner
+
+            self._logits = onnx_runner(onnx, threads=1)
+        else:
+            # a channels-last copy: the caller's model is left as it was
+            self.model = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
+        self(np.zeros((1, SIZE, SIZE), np.float32))
+
+    def __call__(self, fields: np.ndarray) -> np.ndarray:
+        """Probabilities (N, 10) for MNIST-like images (N, 28, 28) in [0, 1]."""
+        if self.backend == "torch":
+            return classify_fields(self.model, fields)
+        x = normalize(torch.from_numpy(to_uint8(fields))).numpy()  # as the model was trained
+        logits = self._logits(x)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def onnx_backend(model: nn.Module, meta: dict, backend: str, cache_dir: str | Path) -> bytes | None:
+    """The ONNX bytes to serve with, or None for eager PyTorch.
+
+    ``auto`` takes onnxruntime when the 'export' extra is installed and the export agrees with
+    PyTorch; ``onnx`` insists and fails with the reason."""
+    if backend == "torch":
+        return None
+    from .export import ExportError, cached_onnx, onnx_runner
+
+    try:
+        payload = cached_onnx(model, meta, cache_dir)
+        x = normalize(torch.randint(0, 256, (16, SIZE, SIZE), dtype=torch.uint8,
+                                    generator=torch.Generator().manual_seed(0)))
+        with torch.inference_mode():
+            expected = copy.deepcopy(model).cpu().eval()(x).numpy()
+        diff = float(np.abs(onnx_runner(payload, threads=1)(x.numpy()) - expected).max())
+        if diff > 1e-4:
+            raise ExportError(f"the ONNX export differs from PyTorch by {diff:.2g}")
+        return payload
+    except ExportError as exc:
+        if backend == "onnx":
+            raise
+        print(f"serving with PyTorch: {exc}", file=sys.stderr)
+        return None
+
+
+# "0.004" for 1 ... "1.0" for 255: the preview is the uint8 image the model saw, written out
+# with a table because json.dumps of 784 floats took 0.23 ms, a tenth of a request's work
+PREVIEW_TEXT = [repr(round(v / 255, 3)) for v in range(256)]
+
+
+def answer(classify: Classifier, field: np.ndarray) -> bytes:
+    """The JSON answer for a 28x28 field, encoded here: in a worker process this is the
+    last step before the bytes go down the pipe."""
+    probs = classify(field[None])[0]
+    preview = ",".join("[" + ",".join([PREVIEW_TEXT[v] for v in row]) + "]" for row in to_uint8(field).tolist())
+    head = json.dumps({"label": int(probs.argmax()), "probabilities": [round(float(p), 6) for p in probs]},
+                      separators=(",", ":"))
+    return f'{head[:-1]},"preprocessed":[{preview}]}}'.encode()
+
+
+def answer_image(classify: Classifier, data: bytes) -> bytes:
+    return answer(classify, preprocess(load_image(data)))
+
+
+def answer_pixels(classify: Classifier, field: np.ndarray, do_preprocess: bool) -> bytes:
+    if field.max() <= 0:
+        raise ImageError("no ink found: the canvas is empty")
+    return answer(classify, preprocess(field) if do_preprocess else field)
+
+
+def handle(classify: Classifier, message: tuple) -> tuple[int, bytes]:
+    """``("image", bytes)`` or ``("pixels", field, preprocess)`` -> ``(0, json)``, or ``(1, why)``
+    for an input that is not a digit. Used in-process and by each worker of a pool."""
+    kind, *args = message
+    try:
+        return 0, (answer_image if kind == "image" else answer_pixels)(classify, *args)
+    except ImageError as exc:
+        return 1, str(exc).encode()
+
+
+def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_BYTES,
+               pool: InferencePool | None = None, onnx: bytes | None = None) -> FastAPI:
+    """The app; inference runs in this process (in onnxruntime when ``onnx`` is given), or in
+    ``pool``'s worker processes (the app then closes the pool when the server shuts down)."""
     from . import __version__
 
-    app = FastAPI(title="tinymnist", version=__version__,
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        if pool is not None:
+            pool.close()
+
+    app = FastAPI(title="tinymnist", version=__version__, lifespan=lifespan,
                   description="Draw a digit; a compact CNN reads it. POST an image or 28x28 pixels to "
                   "/api/predict.")
-    # a copy in the layout of predict's inputs: the caller's model is left as it was
-    model = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
-    classify_fields(model, np.zeros((1, SIZE, SIZE), np.float32))  # warm-up: the first call sets up kernels
+    classify = Classifier(model, onnx) if pool is None else None
     page = resources.files("tinymnist").joinpath("web/index.html").read_text(encoding="utf-8")
     info = {"name": meta.get("model"), "parameters": meta.get("params"), "test_acc": meta.get("test_acc"),
-            "preset": meta.get("preset"), "checkpoint": meta.get("checkpoint")}
+            "preset": meta.get("preset"), "checkpoint": meta.get("checkpoint"),
+            "backend": "onnx" if onnx is not None or (pool is not None and pool.onnx is not None) else "torch",
+            "workers": len(pool.pids()) if pool is not None else 1}
 
-    def answer(field: np.ndarray) -> dict:
-        probs = classify_fields(model, field[None])[0]
-        return {"label": int(probs.argmax()), "probabilities": [round(float(p), 6) for p in probs],
-                "preprocessed": np.round(field, 3).tolist()}
-
-    def from_image(data: bytes) -> dict:
-        try:
-            return answer(preprocess(load_image(data)))
-        except ImageError as exc:
-            raise error(422, str(exc)) from None
-
-    def from_pixels(field: np.ndarray, do_preprocess: bool) -> dict:
-        if field.max() <= 0:
-            raise error(422, "no ink found: the canvas is empty")
-        if do_preprocess:
+    async def respond(message: tuple) -> Response:
+        if pool is None:
+            # inline, not in a thread pool: the work is ~2 ms of CPU that holds the GIL anyway,
+            # and handing it to threads cost ~3 ms more per request under load (measured)
+            status, payload = handle(classify, message)
+        else:
             try:
-                field = preprocess(field)
-            except ImageError as exc:
-                raise error(422, str(exc)) from None
-        return answer(field)
+                status, payload = await pool.run(message)
+            except WorkerFailed as exc:
+                raise error(503, str(exc)) from None
+        if status == 0:
+            return Response(payload, media_type="application/json")
+        raise error(422 if status == 1 else 500, payload.decode(errors="replace"))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
@@ -177,7 +272,7 @@ def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_B
 
     @app.post("/api/predict", response_model=PredictResponse, responses=errors_docs,
               openapi_extra={"requestBody": body_docs})
-    async def predict(request: Request) -> dict:
+    async def predict(request: Request) -> Response:
         """Classify one digit: a multipart upload in the field ``file``, or JSON ``{"pixels": ...}``."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "multipart/form-data":
@@ -190,51 +285,31 @@ def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_B
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise error(422, "multipart field 'file' with an image is missing")
-            # inline, not in a thread pool: the work is ~2 ms of CPU that holds the GIL anyway, and
-            # handing it to threads cost ~3 ms more per request under load (measured)
-            return from_image(await upload.read())
+            return await respond(("image", await upload.read()))
         if kind == "application/json":
             body = await request.body()
             try:
                 payload = json.loads(body)
             except (ValueError, RecursionError):  # undecodable, invalid, or nested past the parser's depth
                 raise error(400, "malformed JSON") from None
-            return from_pixels(*parse_pixels(payload))
+            return await respond(("pixels", *parse_pixels(payload)))
         raise error(415, "send multipart/form-data with an image in 'file', or application/json with 'pixels'")
 
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     return app
 
 
-CHECKPOINT_ENV = "TINYMNIST_SERVE_CHECKPOINT"
-
-
-def app_from_env() -> FastAPI:
-    """The app for one of several uvicorn worker processes: each loads the model itself."""
-    import os
-
-    from .checkpoint import load_checkpoint
-
-    import torch
-
-    torch.set_num_threads(1)
-    checkpoint = os.environ[CHECKPOINT_ENV]
-    model, meta = load_checkpoint(checkpoint, "cpu")
-    meta["checkpoint"] = checkpoint
-    return create_app(model, meta)
-
-
 def serve(model: nn.Module, meta: dict, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
-          workers: int = 1) -> None:
-    import os
-
-    import torch
+          workers: int = 1, backend: str = "auto", cache_dir: str | Path | None = None) -> None:
     import uvicorn
 
-    options = dict(host=host, port=port, log_level=log_level, timeout_keep_alive=5, limit_concurrency=256)
-    if workers > 1:  # processes, not threads: preprocessing and inference hold the GIL
-        os.environ[CHECKPOINT_ENV] = str(meta["checkpoint"])
-        uvicorn.run("tinymnist.serve:app_from_env", factory=True, workers=workers, **options)
-        return
     torch.set_num_threads(1)  # single images: threads would only contend with the server's own
-    uvicorn.run(create_app(model, meta), **options)
+    onnx = onnx_backend(model, meta, backend, cache_dir or default_cache_dir() / "onnx")
+    options = dict(host=host, port=port, log_level=log_level, timeout_keep_alive=5, limit_concurrency=256)
+    # one HTTP process; with --workers N the decoding and inference run in N worker processes
+    pool = InferencePool(meta["checkpoint"], workers, onnx=onnx) if workers > 1 else None
+    try:
+        uvicorn.run(create_app(model, meta, pool=pool, onnx=onnx), **options)
+    finally:
+        if pool is not None:
+            pool.close()
