@@ -108,7 +108,8 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def cached_onnx(model: nn.Module, meta: dict, cache_dir: str | Path, opset: int = OPSET) -> bytes:
+def cached_onnx(model: nn.Module, meta: dict, cache_dir: str | Path, opset: int = OPSET,
+                log=lambda msg: None) -> bytes:
     """``onnx_bytes``, exported once per set of weights (the export takes ~5 s; `serve` needs it
     at every start) and kept in ``cache_dir`` under the weights' digest, torch's version and
     the opset. A cache that cannot be written only costs the export next time."""
@@ -118,7 +119,9 @@ def cached_onnx(model: nn.Module, meta: dict, cache_dir: str | Path, opset: int 
         return path.read_bytes()
     except OSError:
         pass
-    payload = onnx_bytes(model, meta, opset)
+    log(f"exporting the model to ONNX (once per model; kept in {path.parent})")
+    with contextlib.redirect_stderr(io.StringIO()):  # the exporter's progress lines: noise here
+        payload = onnx_bytes(model, meta, opset)
     try:
         _write(path, payload)
     except ExportError as exc:

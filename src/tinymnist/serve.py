@@ -139,7 +139,8 @@ class Classifier:
         return e / e.sum(axis=1, keepdims=True)
 
 
-def onnx_backend(model: nn.Module, meta: dict, backend: str, cache_dir: str | Path) -> bytes | None:
+def onnx_backend(model: nn.Module, meta: dict, backend: str, cache_dir: str | Path,
+                 log=lambda msg: None) -> bytes | None:
     """The ONNX bytes to serve with, or None for eager PyTorch.
 
     ``auto`` takes onnxruntime when the 'export' extra is installed and the export agrees with
@@ -149,7 +150,7 @@ def onnx_backend(model: nn.Module, meta: dict, backend: str, cache_dir: str | Pa
     from .export import ExportError, cached_onnx, onnx_runner
 
     try:
-        payload = cached_onnx(model, meta, cache_dir)
+        payload = cached_onnx(model, meta, cache_dir, log=log)
         x = normalize(torch.randint(0, 256, (16, SIZE, SIZE), dtype=torch.uint8,
                                     generator=torch.Generator().manual_seed(0)))
         with torch.inference_mode():
@@ -161,7 +162,7 @@ def onnx_backend(model: nn.Module, meta: dict, backend: str, cache_dir: str | Pa
     except ExportError as exc:
         if backend == "onnx":
             raise
-        print(f"serving with PyTorch: {exc}", file=sys.stderr)
+        log(f"serving with PyTorch: {exc}")
         return None
 
 
@@ -303,8 +304,13 @@ def serve(model: nn.Module, meta: dict, host: str = "127.0.0.1", port: int = 800
           workers: int = 1, backend: str = "auto", cache_dir: str | Path | None = None) -> None:
     import uvicorn
 
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
     torch.set_num_threads(1)  # single images: threads would only contend with the server's own
-    onnx = onnx_backend(model, meta, backend, cache_dir or default_cache_dir() / "onnx")
+    onnx = onnx_backend(model, meta, backend, cache_dir or default_cache_dir() / "onnx", log)
+    log(f"inference: {'onnxruntime' if onnx is not None else 'PyTorch'}, "
+        + (f"{workers} worker processes" if workers > 1 else "in the HTTP process"))
     options = dict(host=host, port=port, log_level=log_level, timeout_keep_alive=5, limit_concurrency=256)
     # one HTTP process; with --workers N the decoding and inference run in N worker processes
     pool = InferencePool(meta["checkpoint"], workers, onnx=onnx) if workers > 1 else None
