@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's server-under-load figures: `tinymnist bench load` (loopback only, bounded in
-# requests and seconds) $RUNS times with 2 server processes and once with 1. Needs a saved
+# requests and seconds) $RUNS times with 2 inference workers and once with 1. Needs a saved
 # model under runs/ (`make train`) or CHECKPOINT=...; JSON reports go to $OUT.
 # Run on an otherwise idle machine: the clients and the server share its cores.
 set -euo pipefail

@@ -125,3 +125,30 @@ def test_preview_is_the_uint8_image_the_model_saw(mnist):
     body = json.loads(answer(uniform, field))
     assert body["label"] == 0 and body["probabilities"] == [0.1] * 10
     assert np.array_equal(np.array(body["preprocessed"]), np.round(to_uint8(field) / 255.0, 3))
+
+
+def test_the_api_answers_503_when_a_worker_dies_and_422_for_a_bad_image(trained_model, payloads):
+    from fastapi.testclient import TestClient
+
+    from tinymnist.serve import create_app
+
+    class DyingPool:
+        onnx = None
+
+        def pids(self):
+            return [0]
+
+        async def run(self, message):
+            if message[0] == "pixels":
+                raise WorkerFailed("the inference worker died (exit code -9)")
+            return 1, b"not an image Pillow can read"
+
+        def close(self):
+            pass
+
+    client = TestClient(create_app(*trained_model, pool=DyingPool()))
+    answer = client.post("/api/predict", json={"pixels": [[0.5] * 28] * 28})
+    assert answer.status_code == 503 and "died" in answer.json()["error"]
+    answer = client.post("/api/predict", files={"file": ("x.png", payloads[0][0], "image/png")})
+    assert answer.status_code == 422 and answer.json() == {"error": "not an image Pillow can read"}
+    assert client.get("/api/model").json()["workers"] == 1

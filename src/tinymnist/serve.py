@@ -269,7 +269,8 @@ def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_B
     }
     errors_docs = {code: {"model": ErrorResponse, "description": text} for code, text in (
         (400, "malformed JSON"), (413, "body over the size limit"), (415, "neither multipart nor JSON"),
-        (422, "not an image, blank, wrong shape or out-of-range values"))}
+        (422, "not an image, blank, wrong shape or out-of-range values"),
+        (503, "the inference worker holding the request died (it is replaced; retry)"))}
 
     @app.post("/api/predict", response_model=PredictResponse, responses=errors_docs,
               openapi_extra={"requestBody": body_docs})
