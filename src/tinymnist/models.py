@@ -152,11 +152,15 @@ def cnn8k() -> nn.Module:
 
 
 @register_model("cnn2k", budget=2_000,
-                description="conv 1-8 then depthwise-separable 16-24-24, global average head")
+                description="conv 1-8 and depthwise-separable 16 at 28x28, separable 24-24 at 14 and 7, "
+                "global average head")
 def cnn2k() -> nn.Module:
+    # The first pool comes after two layers at full resolution, not one: the same 1,986 weights
+    # then see 1.5x the compute, and scored 98.72 / 98.70% against 98.60 / 98.63% on 10,000
+    # held-out training images (seeds 0 and 1; the README has the comparison).
     return nn.Sequential(
-        conv_bn(1, 8, pool=True),  # (B, 8, 14, 14)
-        separable_conv_bn(8, 16),
+        conv_bn(1, 8),  # (B, 8, 28, 28)
+        separable_conv_bn(8, 16, pool=True),  # (B, 16, 14, 14)
         separable_conv_bn(16, 24, pool=True),  # (B, 24, 7, 7)
         separable_conv_bn(24, 24),
         Head(24, dropout=0.05),  # a pooled linear head alone would cost 2,170 weights
