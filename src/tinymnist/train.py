@@ -37,7 +37,11 @@ from .fileio import atomic_write
 from .models import count_parameters, create_model
 
 DRY_RUN_STEPS = 3
-DATA_INIT_IMAGES = 5000  # images a model's data-dependent init may look at
+# images a model's data-dependent init may look at: 1,000 give 196,000 patches, plenty for a
+# 16x16 covariance. With 5,000 the init took 0.40 s of the speedrun's ~5 s; with 1,000 it
+# takes 0.07 s, and validation accuracy was 98.96/98.95/98.93% against 98.97/98.89/98.89%
+# (speedrun, --val-images 10000, seeds 0-2)
+DATA_INIT_IMAGES = 1000
 FINITE_CHECK_STEPS = 50  # how often the loss is checked for NaN/inf inside an epoch (a device sync)
 
 
