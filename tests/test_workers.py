@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tinymnist.loadtest import digit_payloads
@@ -48,7 +50,7 @@ def test_pool_answers_like_the_model_and_spreads_requests(trained_checkpoint, tr
     try:
         results = asyncio.run(ask_all(pool, [("image", data) for data, _ in payloads]))
         inline = Classifier(model)
-        expected = [int(inline(preprocess(load_image(data))[None])[0].argmax()) for data, _ in payloads]
+        expected = [int(inline(to_uint8(preprocess(load_image(data)))[None])[0].argmax()) for data, _ in payloads]
         assert labels_of(results) == expected
         assert sum(pool.answered()) == len(payloads)
         assert min(pool.answered()) >= len(payloads) // 4  # both workers took a share, not one all of it
@@ -88,8 +90,8 @@ def test_onnx_classifier_agrees_with_pytorch(trained_model, mnist, tmp_path):
     pytest.importorskip("onnxruntime")
     model, meta = trained_model
     onnx = onnx_backend(model, meta, "onnx", tmp_path)
-    fields = mnist.test_images[:64].numpy().astype(np.float32) / 255.0
-    torch_probs, onnx_probs = Classifier(model)(fields), Classifier(model, onnx)(fields)
+    images = mnist.test_images[:64].numpy()
+    torch_probs, onnx_probs = Classifier(model)(images), Classifier(model, onnx)(images)
     assert Classifier(model, onnx).backend == "onnx"
     assert np.abs(torch_probs - onnx_probs).max() < 1e-4
     assert (torch_probs.argmax(1) == onnx_probs.argmax(1)).all()
@@ -109,8 +111,8 @@ def test_onnx_export_is_cached_per_weights(trained_model, tmp_path, monkeypatch)
 
     monkeypatch.setattr(export, "onnx_bytes", no_export)
     assert export.cached_onnx(model, meta, tmp_path) == first
-    other = Classifier(model).model  # same architecture, other weights: another key
-    with __import__("torch").no_grad():
+    other = copy.deepcopy(model)  # same architecture, other weights: another key
+    with torch.no_grad():
         next(other.parameters()).add_(1.0)
     with pytest.raises(AssertionError, match="exported again"):
         export.cached_onnx(other, meta, tmp_path)

@@ -252,7 +252,8 @@ def cmd_bench_load(args) -> dict:
                   "alternately white-on-black and black-on-white, multipart upload")
     if not args.json:
         print(f"{report['requests_done']:,} requests from {report['clients']} clients to a server with "
-              f"{args.workers} inference process(es) ({backend}) on loopback, {report['machine']['cpu']}: {report['errors']} errors, "
+              f"{args.workers} inference process(es) ({backend}) on loopback, {report['machine']['cpu']}: "
+              f"{report['errors']} errors, "
               f"{report['requests_per_second']:.0f} requests/s, latency p50 {report['latency_ms_p50']:.1f} ms, "
               f"p99 {report['latency_ms_p99']:.1f} ms, max {report['latency_ms_max']:.1f} ms; labels right "
               f"{report['label_accuracy']:.2f}%")

@@ -90,8 +90,7 @@ def default_data_dir(environ: dict | None = None) -> Path:
     env = os.environ if environ is None else environ
     if env.get(DATA_ENV):
         return Path(env[DATA_ENV]).expanduser()
-    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "tinymnist"
+    return xdg_cache_dir(env)
 
 
 def default_cache_dir(environ: dict | None = None) -> Path:
@@ -100,6 +99,11 @@ def default_cache_dir(environ: dict | None = None) -> Path:
     env = os.environ if environ is None else environ
     if env.get(CACHE_ENV):
         return Path(env[CACHE_ENV]).expanduser()
+    return xdg_cache_dir(env)
+
+
+def xdg_cache_dir(env) -> Path:
+    """``$XDG_CACHE_HOME/tinymnist``, else ``~/.cache/tinymnist``."""
     base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base).expanduser() / "tinymnist"
 

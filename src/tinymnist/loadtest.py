@@ -88,10 +88,10 @@ def run_load(host: str, port: int, payloads: list[tuple[bytes, int]], clients: i
     CPU per request than 16 http.client threads did (measured), so the figures are the server's.
     """
     try:  # uvloop (installed with uvicorn[standard]) halves the event loop's cost per request
-        import uvloop
-        return uvloop.run(_run_load(host, port, payloads, clients, requests, max_seconds))
+        from uvloop import run
     except ImportError:
-        return asyncio.run(_run_load(host, port, payloads, clients, requests, max_seconds))
+        run = asyncio.run
+    return run(_run_load(host, port, payloads, clients, requests, max_seconds))
 
 
 async def _run_load(host: str, port: int, payloads: list[tuple[bytes, int]], clients: int, requests: int,

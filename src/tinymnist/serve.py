@@ -27,7 +27,7 @@ from torch import nn
 
 from .augment import normalize
 from .data import default_cache_dir
-from .predict import classify_fields
+from .predict import classify_uint8
 from .preprocess import SIZE, ImageError, load_image, preprocess, to_uint8
 from .workers import InferencePool, WorkerFailed
 
@@ -127,13 +127,13 @@ class Classifier:
         else:
             # a channels-last copy: the caller's model is left as it was
             self.model = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
-        self(np.zeros((1, SIZE, SIZE), np.float32))
+        self(np.zeros((1, SIZE, SIZE), np.uint8))
 
-    def __call__(self, fields: np.ndarray) -> np.ndarray:
-        """Probabilities (N, 10) for MNIST-like images (N, 28, 28) in [0, 1]."""
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities (N, 10) for MNIST-like images (N, 28, 28), uint8 as MNIST stores them."""
         if self.backend == "torch":
-            return classify_fields(self.model, fields)
-        x = normalize(torch.from_numpy(to_uint8(fields))).numpy()  # as the model was trained
+            return classify_uint8(self.model, images)
+        x = normalize(torch.from_numpy(images)).numpy()  # as the model was trained
         logits = self._logits(x)
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
@@ -147,7 +147,7 @@ def onnx_backend(model: nn.Module, meta: dict, backend: str, cache_dir: str | Pa
     PyTorch; ``onnx`` insists and fails with the reason."""
     if backend == "torch":
         return None
-    from .export import ExportError, cached_onnx, onnx_runner
+    from .export import PARITY_TOLERANCE, ExportError, cached_onnx, onnx_runner
 
     try:
         payload = cached_onnx(model, meta, cache_dir, log=log)
@@ -156,7 +156,7 @@ def onnx_backend(model: nn.Module, meta: dict, backend: str, cache_dir: str | Pa
         with torch.inference_mode():
             expected = copy.deepcopy(model).cpu().eval()(x).numpy()
         diff = float(np.abs(onnx_runner(payload, threads=1)(x.numpy()) - expected).max())
-        if diff > 1e-4:
+        if diff > PARITY_TOLERANCE:
             raise ExportError(f"the ONNX export differs from PyTorch by {diff:.2g}")
         return payload
     except ExportError as exc:
@@ -174,8 +174,9 @@ PREVIEW_TEXT = [repr(round(v / 255, 3)) for v in range(256)]
 def answer(classify: Classifier, field: np.ndarray) -> bytes:
     """The JSON answer for a 28x28 field, encoded here: in a worker process this is the
     last step before the bytes go down the pipe."""
-    probs = classify(field[None])[0]
-    preview = ",".join("[" + ",".join([PREVIEW_TEXT[v] for v in row]) + "]" for row in to_uint8(field).tolist())
+    image = to_uint8(field)  # what the model sees, and what the preview shows
+    probs = classify(image[None])[0]
+    preview = ",".join("[" + ",".join([PREVIEW_TEXT[v] for v in row]) + "]" for row in image.tolist())
     head = json.dumps({"label": int(probs.argmax()), "probabilities": [round(float(p), 6) for p in probs]},
                       separators=(",", ":"))
     return f'{head[:-1]},"preprocessed":[{preview}]}}'.encode()

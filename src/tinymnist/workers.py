@@ -98,8 +98,7 @@ class InferencePool:
         future = self._loop.create_future()
         self._pending.append((message, future))
         self._dispatch()
-        status, payload = await future
-        return status, payload
+        return await future
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Watch the workers' pipes from the server's event loop (it does not exist at __init__)."""
