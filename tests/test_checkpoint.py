@@ -58,6 +58,10 @@ def test_weights_that_do_not_fit_the_model_name_the_tensor(tmp_path):
     meta["model"] = "cnn20k"
     meta.pop("weights_sha256")
     sidecar_path(path).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="another layout of model cnn20k"):
+        load_checkpoint(path)
+    meta.pop("layers")  # as in a checkpoint older than the layer signature: the tensors decide
+    sidecar_path(path).write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="tensor '.*'"):
         load_checkpoint(path)
 
@@ -91,3 +95,28 @@ def test_find_latest_checkpoint(tmp_path):
                             model_name="cnn20k", metadata={})
     os.utime(older, (1, 1))
     assert find_latest_checkpoint(tmp_path) == newer
+
+
+def test_weights_from_an_older_layout_of_the_model_are_refused(tmp_path, monkeypatch):
+    # cnn2k's activation changed from ReLU to SiLU with the same tensors: without the saved
+    # layer signature, old weights would load and silently predict through the new layout
+    from tinymnist import models
+    from torch import nn
+
+    relu_layout = models.ModelInfo("cnn2k", lambda: nn.Sequential(
+        models.conv_bn(1, 8), models.separable_conv_bn(8, 16, pool=True),
+        models.separable_conv_bn(16, 24, pool=True), models.separable_conv_bn(24, 24),
+        models.Head(24, dropout=0.05)), 2000, "the old layout")
+    with monkeypatch.context() as patch:
+        patch.setitem(models._REGISTRY, "cnn2k", relu_layout)
+        old = trained_like("cnn2k")
+        path = save_checkpoint(old, tmp_path / "old.safetensors", model_name="cnn2k", metadata={})
+        assert "ReLU" in read_metadata(path)["layers"]
+        load_checkpoint(path)  # the layout it was saved from loads it
+    with pytest.raises(CheckpointError, match="another layout of model cnn2k"):
+        load_checkpoint(path)
+    # a checkpoint written before the signature existed still loads
+    meta = json.loads(sidecar_path(path).read_text())
+    del meta["layers"]
+    sidecar_path(path).write_text(json.dumps(meta))
+    assert load_checkpoint(path)[1]["model"] == "cnn2k"

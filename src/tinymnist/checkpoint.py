@@ -24,7 +24,7 @@ from torch import nn
 from . import __version__
 from .augment import MNIST_MEAN, MNIST_STD
 from .fileio import atomic_write
-from .models import UnknownModelError, count_parameters, create_model
+from .models import UnknownModelError, count_parameters, create_model, layer_signature
 
 FORMAT = "tinymnist-checkpoint/1"
 LABELS = [str(d) for d in range(10)]
@@ -63,6 +63,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, model_name: str, meta
         "format": FORMAT,
         "model": model_name,
         "params": count_parameters(module),
+        "layers": layer_signature(module),
         "normalization": {"mean": MNIST_MEAN, "std": MNIST_STD},
         "input": {"shape": [1, 28, 28], "dtype": "float32", "layout": "NCHW",
                   "pixels": "white ink on black, scaled to [0, 1], then (x - mean) / std"},
@@ -123,6 +124,10 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         model = create_model(meta["model"])
     except UnknownModelError as exc:
         raise CheckpointError(f"{weights}: {exc}") from None
+    saved_layers = meta.get("layers")  # absent from checkpoints older than the field
+    if saved_layers is not None and saved_layers != layer_signature(model):
+        raise CheckpointError(f"{weights}: saved from another layout of model {meta['model']} than this "
+                              f"tinymnist's (its layers: {saved_layers}); retrain it with this version")
     expected = model.state_dict()
     for key, tensor in expected.items():
         if key not in state:

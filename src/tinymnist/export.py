@@ -24,6 +24,7 @@ from torch import nn
 from .augment import MNIST_MEAN, MNIST_STD, normalize
 from .data import MNIST
 from .fileio import atomic_write
+from .models import layer_signature
 
 OPSET = 18  # pinned: a runtime that supports opset 18 (onnxruntime >= 1.14) runs the file
 PARITY_TOLERANCE = 1e-4  # max |logit difference| between the runtime and eager PyTorch
@@ -100,8 +101,8 @@ def onnx_bytes(model: nn.Module, meta: dict, opset: int = OPSET) -> bytes:
 
 
 def weights_digest(model: nn.Module) -> str:
-    """sha256 of the model's tensors, names and shapes: the same weights give the same key."""
-    h = hashlib.sha256()
+    """sha256 of the model's layers, tensors, names and shapes: the same model gives the same key."""
+    h = hashlib.sha256(layer_signature(model).encode())
     for name, tensor in model.state_dict().items():
         h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())

@@ -69,28 +69,46 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def layer_signature(model: nn.Module) -> str:
+    """The layer sequence as text, with what the weights' shapes do not pin down (activations,
+    pools, strides, padding, groups). Checkpoints store it, so that weights saved from an
+    older layout of a model are refused rather than run through the new one."""
+    parts = []
+    for module in model.modules():
+        if next(module.children(), None) is not None:
+            continue  # containers: their leaves say it all
+        part = type(module).__name__
+        if isinstance(module, nn.Conv2d):
+            part += f"(stride={module.stride},padding={module.padding},groups={module.groups})"
+        elif isinstance(module, (nn.MaxPool2d, nn.AdaptiveAvgPool2d)):
+            part += f"({getattr(module, 'kernel_size', None) or module.output_size})"
+        parts.append(part)
+    return " ".join(parts)
+
+
 # ---------------------------------------------------------------- building blocks
 
 def conv_bn(cin: int, cout: int, *, kernel: int = 3, stride: int = 1, pool: bool = False,
-            dropout: float = 0.0) -> nn.Sequential:
-    """conv (no bias: BatchNorm has one) [-> max-pool 2] -> BatchNorm -> ReLU [-> Dropout]."""
+            dropout: float = 0.0, act: Callable[..., nn.Module] = nn.ReLU) -> nn.Sequential:
+    """conv (no bias: BatchNorm has one) [-> max-pool 2] -> BatchNorm -> ``act`` (ReLU) [-> Dropout]."""
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2 if stride == 1
                                          else (kernel - stride + 1) // 2, bias=False)]
     if pool:
         layers.append(nn.MaxPool2d(2))
-    layers += [nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    layers += [nn.BatchNorm2d(cout), act(inplace=True)]
     if dropout:
         layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 
-def separable_conv_bn(cin: int, cout: int, *, pool: bool = False) -> nn.Sequential:
+def separable_conv_bn(cin: int, cout: int, *, pool: bool = False,
+                      act: Callable[..., nn.Module] = nn.ReLU) -> nn.Sequential:
     """Depthwise 3x3 then pointwise 1x1 (the MobileNet factorization): about 9x fewer weights."""
     layers: list[nn.Module] = [nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False),
                                nn.Conv2d(cin, cout, 1, bias=False)]
     if pool:
         layers.append(nn.MaxPool2d(2))
-    layers += [nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    layers += [nn.BatchNorm2d(cout), act(inplace=True)]
     return nn.Sequential(*layers)
 
 
@@ -153,16 +171,20 @@ def cnn8k() -> nn.Module:
 
 @register_model("cnn2k", budget=2_000,
                 description="conv 1-8 and depthwise-separable 16 at 28x28, separable 24-24 at 14 and 7, "
-                "global average head")
+                "SiLU, global average head")
 def cnn2k() -> nn.Module:
     # The first pool comes after two layers at full resolution, not one: the same 1,986 weights
     # then see 1.5x the compute, and scored 98.72 / 98.70% against 98.60 / 98.63% on 10,000
-    # held-out training images (seeds 0 and 1; the README has the comparison).
+    # held-out training images (seeds 0 and 1; the README has the comparison). SiLU instead of
+    # ReLU: 98.87% against 98.63% on the same held-out images (seeds 0-3, better on each),
+    # perhaps because with 8-24 channels every unit that ReLU silences is missed. cnn8k gained
+    # nothing from it (99.45 / 99.30% against 99.39 / 99.32%), so the wider nets keep ReLU,
+    # which is cheaper on the CPU.
     return nn.Sequential(
-        conv_bn(1, 8),  # (B, 8, 28, 28)
-        separable_conv_bn(8, 16, pool=True),  # (B, 16, 14, 14)
-        separable_conv_bn(16, 24, pool=True),  # (B, 24, 7, 7)
-        separable_conv_bn(24, 24),
+        conv_bn(1, 8, act=nn.SiLU),  # (B, 8, 28, 28)
+        separable_conv_bn(8, 16, pool=True, act=nn.SiLU),  # (B, 16, 14, 14)
+        separable_conv_bn(16, 24, pool=True, act=nn.SiLU),  # (B, 24, 7, 7)
+        separable_conv_bn(24, 24, act=nn.SiLU),
         Head(24, dropout=0.05),  # a pooled linear head alone would cost 2,170 weights
     )
 
