@@ -126,8 +126,9 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         raise CheckpointError(f"{weights}: {exc}") from None
     saved_layers = meta.get("layers")  # absent from checkpoints older than the field
     if saved_layers is not None and saved_layers != layer_signature(model):
+        # one line: the signatures themselves run to hundreds of characters (the sidecar has the old one)
         raise CheckpointError(f"{weights}: saved from another layout of model {meta['model']} than this "
-                              f"tinymnist's (its layers: {saved_layers}); retrain it with this version")
+                              "tinymnist's (see `layers` in its sidecar); retrain it with this version")
     expected = model.state_dict()
     for key, tensor in expected.items():
         if key not in state:

@@ -80,8 +80,10 @@ def layer_signature(model: nn.Module) -> str:
         part = type(module).__name__
         if isinstance(module, nn.Conv2d):
             part += f"(stride={module.stride},padding={module.padding},groups={module.groups})"
-        elif isinstance(module, (nn.MaxPool2d, nn.AdaptiveAvgPool2d)):
-            part += f"({getattr(module, 'kernel_size', None) or module.output_size})"
+        elif isinstance(module, nn.MaxPool2d):
+            part += f"({module.kernel_size})"
+        elif isinstance(module, nn.AdaptiveAvgPool2d):
+            part += f"({module.output_size})"
         parts.append(part)
     return " ".join(parts)
 
