@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 from tinymnist.checkpoint import (CheckpointError, find_latest_checkpoint, load_checkpoint, read_metadata,
                                   save_checkpoint, sidecar_path)
 from tinymnist.evaluate import predict_logits
-from tinymnist.models import create_model
+from tinymnist.models import create_model, layer_signature
 
 
 def trained_like(name="cnn20k"):
@@ -115,8 +115,26 @@ def test_weights_from_an_older_layout_of_the_model_are_refused(tmp_path, monkeyp
         load_checkpoint(path)  # the layout it was saved from loads it
     with pytest.raises(CheckpointError, match="another layout of model cnn2k"):
         load_checkpoint(path)
-    # a checkpoint written before the signature existed still loads
+    # a cnn2k sidecar from before the signature existed is from the ReLU layout: refused too
     meta = json.loads(sidecar_path(path).read_text())
     del meta["layers"]
     sidecar_path(path).write_text(json.dumps(meta))
-    assert load_checkpoint(path)[1]["model"] == "cnn2k"
+    with pytest.raises(CheckpointError, match="older layout of model cnn2k"):
+        load_checkpoint(path)
+    # while other models' sidecars without it still load (their tensors are checked by shape)
+    path = save_checkpoint(trained_like("cnn8k"), tmp_path / "c8.safetensors", model_name="cnn8k", metadata={})
+    meta = json.loads(sidecar_path(path).read_text())
+    del meta["layers"]
+    sidecar_path(path).write_text(json.dumps(meta))
+    assert load_checkpoint(path)[1]["model"] == "cnn8k"
+
+
+def test_layer_signature_records_dilation_and_eps_only_where_they_differ_from_the_defaults():
+    from torch import nn
+
+    plain = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.BatchNorm2d(4))
+    dilated = nn.Sequential(nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=4), nn.BatchNorm2d(4))
+    loose = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.BatchNorm2d(4, eps=1e-3))
+    assert layer_signature(plain) == "Conv2d(stride=(1, 1),padding=(1, 1),groups=4) BatchNorm2d"
+    assert "dilation=(2, 2)" in layer_signature(dilated)
+    assert "BatchNorm2d(eps=0.001)" in layer_signature(loose)

@@ -28,6 +28,10 @@ from .models import UnknownModelError, count_parameters, create_model, layer_sig
 
 FORMAT = "tinymnist-checkpoint/1"
 LABELS = [str(d) for d in range(10)]
+# Models whose layout changed in the same release that began to record `layers` in sidecars
+# (cnn2k: ReLU -> SiLU, same tensors). A sidecar of theirs without the field is from the old
+# layout, so it is refused; other models' sidecars without it load as before, checked by shape.
+CHANGED_WITH_SIGNATURE = frozenset({"cnn2k"})
 
 
 class CheckpointError(RuntimeError):
@@ -125,6 +129,9 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     except UnknownModelError as exc:
         raise CheckpointError(f"{weights}: {exc}") from None
     saved_layers = meta.get("layers")  # absent from checkpoints older than the field
+    if saved_layers is None and meta["model"] in CHANGED_WITH_SIGNATURE:
+        raise CheckpointError(f"{weights}: saved from an older layout of model {meta['model']} (its sidecar "
+                              "predates `layers`); retrain it with this version")
     if saved_layers is not None and saved_layers != layer_signature(model):
         # one line: the signatures themselves run to hundreds of characters (the sidecar has the old one)
         raise CheckpointError(f"{weights}: saved from another layout of model {meta['model']} than this "

@@ -71,15 +71,20 @@ def count_parameters(model: nn.Module) -> int:
 
 def layer_signature(model: nn.Module) -> str:
     """The layer sequence as text, with what the weights' shapes do not pin down (activations,
-    pools, strides, padding, groups). Checkpoints store it, so that weights saved from an
-    older layout of a model are refused rather than run through the new one."""
+    pools, strides, padding, groups; dilation and BatchNorm eps where they differ from
+    PyTorch's defaults, so that the signatures of the layouts saved before they were recorded
+    stay the same). Checkpoints store it, so that weights saved from an older layout of a
+    model are refused rather than run through the new one."""
     parts = []
     for module in model.modules():
         if next(module.children(), None) is not None:
             continue  # containers: their leaves say it all
         part = type(module).__name__
         if isinstance(module, nn.Conv2d):
-            part += f"(stride={module.stride},padding={module.padding},groups={module.groups})"
+            part += f"(stride={module.stride},padding={module.padding},groups={module.groups}"
+            part += f",dilation={module.dilation})" if module.dilation != (1, 1) else ")"
+        elif isinstance(module, nn.BatchNorm2d) and module.eps != 1e-5:
+            part += f"(eps={module.eps})"
         elif isinstance(module, nn.MaxPool2d):
             part += f"({module.kernel_size})"
         elif isinstance(module, nn.AdaptiveAvgPool2d):
