@@ -138,3 +138,17 @@ def test_layer_signature_records_dilation_and_eps_only_where_they_differ_from_th
     assert layer_signature(plain) == "Conv2d(stride=(1, 1),padding=(1, 1),groups=4) BatchNorm2d"
     assert "dilation=(2, 2)" in layer_signature(dilated)
     assert "BatchNorm2d(eps=0.001)" in layer_signature(loose)
+
+
+def test_dropout_is_not_part_of_the_layout_and_older_signatures_that_list_it_still_load(tmp_path):
+    # cnn2k lost the dropout before its head: weights trained with it run the same without it
+    path = save_checkpoint(trained_like("cnn2k"), tmp_path / "m.safetensors", model_name="cnn2k", metadata={})
+    meta = json.loads(sidecar_path(path).read_text())
+    assert "Dropout" not in meta["layers"]
+    meta["layers"] = meta["layers"].replace(" Linear", " Dropout Linear")  # as saved before 2026-11-29
+    sidecar_path(path).write_text(json.dumps(meta))
+    assert load_checkpoint(path)[1]["model"] == "cnn2k"
+    meta["layers"] = meta["layers"].replace("SiLU", "ReLU", 1)  # the rest is still compared
+    sidecar_path(path).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="another layout"):
+        load_checkpoint(path)

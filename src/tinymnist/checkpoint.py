@@ -24,7 +24,7 @@ from torch import nn
 from . import __version__
 from .augment import MNIST_MEAN, MNIST_STD
 from .fileio import atomic_write
-from .models import UnknownModelError, count_parameters, create_model, layer_signature
+from .models import UnknownModelError, count_parameters, create_model, layer_signature, same_layout
 
 FORMAT = "tinymnist-checkpoint/1"
 LABELS = [str(d) for d in range(10)]
@@ -132,7 +132,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     if saved_layers is None and meta["model"] in CHANGED_WITH_SIGNATURE:
         raise CheckpointError(f"{weights}: saved from an older layout of model {meta['model']} (its sidecar "
                               "predates `layers`); retrain it with this version")
-    if saved_layers is not None and saved_layers != layer_signature(model):
+    if saved_layers is not None and not same_layout(saved_layers, model):
         # one line: the signatures themselves run to hundreds of characters (the sidecar has the old one)
         raise CheckpointError(f"{weights}: saved from another layout of model {meta['model']} than this "
                               "tinymnist's (see `layers` in its sidecar); retrain it with this version")
