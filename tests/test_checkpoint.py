@@ -10,6 +10,14 @@ from tinymnist.evaluate import predict_logits
 from tinymnist.models import create_model, layer_signature
 
 
+def edit_sidecar(path, edit) -> dict:
+    """Rewrite the sidecar of ``path`` with ``edit`` (which changes the dict in place)."""
+    meta = json.loads(sidecar_path(path).read_text())
+    edit(meta)
+    sidecar_path(path).write_text(json.dumps(meta))
+    return meta
+
+
 def trained_like(name="cnn20k"):
     torch.manual_seed(0)
     model = create_model(name)
@@ -54,14 +62,10 @@ def test_missing_checkpoint_and_missing_sidecar(tmp_path):
 
 def test_weights_that_do_not_fit_the_model_name_the_tensor(tmp_path):
     path = save_checkpoint(trained_like("seednet"), tmp_path / "m.safetensors", model_name="seednet", metadata={})
-    meta = json.loads(sidecar_path(path).read_text())
-    meta["model"] = "cnn20k"
-    meta.pop("weights_sha256")
-    sidecar_path(path).write_text(json.dumps(meta))
+    edit_sidecar(path, lambda meta: (meta.update(model="cnn20k"), meta.pop("weights_sha256")))
     with pytest.raises(CheckpointError, match="another layout of model cnn20k"):
         load_checkpoint(path)
-    meta.pop("layers")  # as in a checkpoint older than the layer signature: the tensors decide
-    sidecar_path(path).write_text(json.dumps(meta))
+    edit_sidecar(path, lambda meta: meta.pop("layers"))  # as before the layer signature: the tensors decide
     with pytest.raises(CheckpointError, match="tensor '.*'"):
         load_checkpoint(path)
 
@@ -116,16 +120,12 @@ def test_weights_from_an_older_layout_of_the_model_are_refused(tmp_path, monkeyp
     with pytest.raises(CheckpointError, match="another layout of model cnn2k"):
         load_checkpoint(path)
     # a cnn2k sidecar from before the signature existed is from the ReLU layout: refused too
-    meta = json.loads(sidecar_path(path).read_text())
-    del meta["layers"]
-    sidecar_path(path).write_text(json.dumps(meta))
+    edit_sidecar(path, lambda meta: meta.pop("layers"))
     with pytest.raises(CheckpointError, match="older layout of model cnn2k"):
         load_checkpoint(path)
     # while other models' sidecars without it still load (their tensors are checked by shape)
     path = save_checkpoint(trained_like("cnn8k"), tmp_path / "c8.safetensors", model_name="cnn8k", metadata={})
-    meta = json.loads(sidecar_path(path).read_text())
-    del meta["layers"]
-    sidecar_path(path).write_text(json.dumps(meta))
+    edit_sidecar(path, lambda meta: meta.pop("layers"))
     assert load_checkpoint(path)[1]["model"] == "cnn8k"
 
 
@@ -143,12 +143,11 @@ def test_layer_signature_records_dilation_and_eps_only_where_they_differ_from_th
 def test_dropout_is_not_part_of_the_layout_and_older_signatures_that_list_it_still_load(tmp_path):
     # cnn2k lost the dropout before its head: weights trained with it run the same without it
     path = save_checkpoint(trained_like("cnn2k"), tmp_path / "m.safetensors", model_name="cnn2k", metadata={})
-    meta = json.loads(sidecar_path(path).read_text())
-    assert "Dropout" not in meta["layers"]
-    meta["layers"] = meta["layers"].replace(" Linear", " Dropout Linear")  # as saved before 2026-11-29
-    sidecar_path(path).write_text(json.dumps(meta))
+    assert "Dropout" not in read_metadata(path)["layers"]
+    # as saved before 2026-11-29
+    edit_sidecar(path, lambda meta: meta.update(layers=meta["layers"].replace(" Linear", " Dropout Linear")))
     assert load_checkpoint(path)[1]["model"] == "cnn2k"
-    meta["layers"] = meta["layers"].replace("SiLU", "ReLU", 1)  # the rest is still compared
-    sidecar_path(path).write_text(json.dumps(meta))
+    # the rest is still compared
+    edit_sidecar(path, lambda meta: meta.update(layers=meta["layers"].replace("SiLU", "ReLU", 1)))
     with pytest.raises(CheckpointError, match="another layout"):
         load_checkpoint(path)

@@ -24,7 +24,7 @@ from torch import nn
 from . import __version__
 from .augment import MNIST_MEAN, MNIST_STD
 from .fileio import atomic_write
-from .models import UnknownModelError, count_parameters, create_model, layer_signature, same_layout
+from .models import UnknownModelError, count_parameters, create_model, layer_signature
 
 FORMAT = "tinymnist-checkpoint/1"
 LABELS = [str(d) for d in range(10)]
@@ -32,6 +32,13 @@ LABELS = [str(d) for d in range(10)]
 # (cnn2k: ReLU -> SiLU, same tensors). A sidecar of theirs without the field is from the old
 # layout, so it is refused; other models' sidecars without it load as before, checked by shape.
 CHANGED_WITH_SIGNATURE = frozenset({"cnn2k"})
+
+
+def same_layout(saved_layers: str, model: nn.Module) -> bool:
+    """Whether a sidecar's `layers` describes ``model``. Sidecars saved before 2026-11-29 list
+    Dropout layers, which ``layer_signature`` now leaves out (the identity at inference)."""
+    kept = [part for part in saved_layers.split(" ") if part != "Dropout"]
+    return " ".join(kept) == layer_signature(model)
 
 
 class CheckpointError(RuntimeError):

@@ -94,13 +94,6 @@ def layer_signature(model: nn.Module) -> str:
     return " ".join(parts)
 
 
-def same_layout(saved_signature: str, model: nn.Module) -> bool:
-    """Whether a checkpoint's stored signature describes ``model``. Signatures saved before
-    2026-11-29 listed Dropout layers; they are ignored, as in ``layer_signature``."""
-    kept = [part for part in saved_signature.split(" ") if part != "Dropout"]
-    return " ".join(kept) == layer_signature(model)
-
-
 # ---------------------------------------------------------------- building blocks
 
 def conv_bn(cin: int, cout: int, *, kernel: int = 3, stride: int = 1, pool: bool = False,
