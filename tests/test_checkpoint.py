@@ -10,12 +10,11 @@ from tinymnist.evaluate import predict_logits
 from tinymnist.models import create_model, layer_signature
 
 
-def edit_sidecar(path, edit) -> dict:
+def edit_sidecar(path, edit) -> None:
     """Rewrite the sidecar of ``path`` with ``edit`` (which changes the dict in place)."""
     meta = json.loads(sidecar_path(path).read_text())
     edit(meta)
     sidecar_path(path).write_text(json.dumps(meta))
-    return meta
 
 
 def trained_like(name="cnn20k"):

@@ -103,7 +103,8 @@ PRESETS: dict[str, dict] = {
     # augmentation (it slows learning more than it prevents overfitting in one pass)
     "speedrun": dict(model="speednet", epochs=1, lr=0.03, **NO_AUGMENTATION),
     # the model zoo: one preset per budget, named like its model (`bench accuracy --model`).
-    # Measured in the README (final epoch, seeds 0-4): cnn8k 99.42 ± 0.05%, cnn2k 98.87 ± 0.10%.
+    # Their figures (final epoch, seeds 0-4) live in the README's zoo table alone: a copy
+    # here went stale once.
     "cnn20k": dict(model="cnn20k"),
     "cnn8k": dict(model="cnn8k", epochs=15),
     "cnn2k": dict(model="cnn2k", epochs=20, lr=0.02),
