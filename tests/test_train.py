@@ -59,6 +59,16 @@ def test_ema_is_evaluated_when_enabled(small_mnist):
     assert r.test_acc > 50 and r.history[-1]["test_loss"] != plain.history[-1]["test_loss"]
 
 
+@pytest.mark.parametrize("name", list_presets())
+def test_a_short_run_of_every_preset_lowers_the_training_loss(name, small_mnist):
+    # each preset's own model, batch, schedule and augmentation, for 3 epochs of 2,048 images
+    config = preset_config(name, device="cpu", epochs=3, target_acc=0.0)
+    r = train(config, data=small_mnist, progress=False, log=quiet)
+    losses = [h["train_loss"] for h in r.history]
+    assert r.model == config.model and len(losses) == 3
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
 def test_unwritable_output_directory_fails_before_training(tmp_path, small_mnist):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -146,3 +156,22 @@ def test_validation_images_are_held_out_of_training_and_reported(small_mnist, mo
     with pytest.raises(ConfigError, match="val_images"):
         train(preset_config("speedrun", device="cpu", val_images=2000, batch_size=128), data=small_mnist,
               progress=False, log=lambda m: None)
+
+
+def test_clean_epochs_end_training_without_augmentation(small_mnist, monkeypatch):
+    import tinymnist.train as train_module
+    from tinymnist.augment import NO_AUGMENT
+
+    specs = []
+    real = train_module.augment_batch
+    monkeypatch.setattr(train_module, "augment_batch", lambda images, spec, *a, **k: specs.append(spec) or
+                        real(images, spec, *a, **k))
+    config = tiny(epochs=2, clean_epochs=0.5)
+    train(config, data=small_mnist, progress=False, log=quiet)
+    steps_per_epoch = 2048 // 64
+    augmented = 2 * steps_per_epoch - steps_per_epoch // 2
+    assert len(specs) == 2 * steps_per_epoch
+    assert all(s == config.augment_spec() and s.geometric for s in specs[:augmented])
+    assert all(s == NO_AUGMENT for s in specs[augmented:])
+    with pytest.raises(ConfigError, match="clean_epochs"):
+        tiny(clean_epochs=-1)

@@ -36,6 +36,9 @@ class TrainConfig:
     scale: float = 0.08
     shear_deg: float = 0.0
     erase_prob: float = 0.0
+    # the last N epochs see the images as they are: the net (and its BatchNorm statistics)
+    # ends on the distribution it is evaluated on, after learning invariances from the rest
+    clean_epochs: float = 0.0
     # execution
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -58,7 +61,7 @@ class TrainConfig:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         non_negative = ("weight_decay", "grad_clip", "label_smoothing", "ema", "rotate_deg",
-                        "translate", "scale", "shear_deg")
+                        "translate", "scale", "shear_deg", "clean_epochs")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -107,7 +110,9 @@ PRESETS: dict[str, dict] = {
     # here went stale once.
     "cnn20k": dict(model="cnn20k"),
     "cnn8k": dict(model="cnn8k", epochs=15),
-    "cnn2k": dict(model="cnn2k", epochs=20, lr=0.02),
+    # cnn2k ends with 2 epochs on the images as they are (--clean-epochs): on 10,000 held-out
+    # training images, 99.06% against 98.97% (seeds 0-3, better on each); 4 scored the same as 2
+    "cnn2k": dict(model="cnn2k", epochs=20, lr=0.02, clean_epochs=2),
     # the job tinymnist grew from, on our pipeline: seednet, 20 epochs of batch 64, the
     # original augmentation (rotation 15 degrees, affine, random erasing)
     "seednet": dict(model="seednet", epochs=20, batch_size=64, lr=0.01, label_smoothing=0.0,

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import distributed
-from .augment import augment_batch, normalize
+from .augment import NO_AUGMENT, augment_batch, normalize
 from .checkpoint import (RESUME_FILE, load_resume_state, restore_resume_state, save_checkpoint,
                          save_resume_state)
 from .config import ConfigError, TrainConfig
@@ -186,6 +186,7 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
     steps_per_epoch = n_train // config.batch_size  # drop the ragged tail: every step is full
     total_steps = DRY_RUN_STEPS if config.dry_run else math.ceil(config.epochs * steps_per_epoch)
     n_epochs = math.ceil(total_steps / steps_per_epoch)
+    augment_steps = total_steps - round(config.clean_epochs * steps_per_epoch)  # then --clean-epochs
     net = model.module if ctx.enabled else model  # the plain model: what is evaluated and saved
     optimizer, schedule = build_optimizer(net, config, total_steps)
     trainable = [p for p in net.parameters() if p.requires_grad]  # model order: clipping sums in it
@@ -236,7 +237,8 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
                 idx = order[i * config.batch_size:(i + 1) * config.batch_size]
                 if ctx.enabled:
                     idx = distributed.shard(idx, ctx.rank, ctx.world_size)
-                x = augment_batch(train_x[idx], spec, augment_generator).contiguous(memory_format=memory_format)
+                x = augment_batch(train_x[idx], spec if step < augment_steps else NO_AUGMENT,
+                                  augment_generator).contiguous(memory_format=memory_format)
                 y = train_y[idx]
                 with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
                     logits = step_fn(x)
