@@ -16,6 +16,27 @@ def quiet(msg):
     pass
 
 
+def distinct_recipes(epochs: float) -> list[str]:
+    """Presets whose settings differ once ``epochs`` is set (default, quick and cnn20k share one):
+    each recipe is trained once."""
+    seen: dict[str, str] = {}
+    for name in list_presets():
+        settings = {k: v for k, v in preset_config(name, epochs=epochs).to_dict().items() if k != "preset"}
+        seen.setdefault(json.dumps(settings, sort_keys=True), name)
+    return list(seen.values())
+
+
+def record_augment_calls(monkeypatch) -> list[tuple]:
+    """(images, spec) of every ``augment_batch`` call the training loop makes from now on."""
+    import tinymnist.train as train_module
+
+    calls = []
+    real = train_module.augment_batch
+    monkeypatch.setattr(train_module, "augment_batch", lambda images, spec, *a, **k:
+                        calls.append((images.clone(), spec)) or real(images, spec, *a, **k))
+    return calls
+
+
 def test_same_seed_same_weights_on_cpu(tmp_path, small_mnist):
     a = train(tiny(seed=7), data=small_mnist, out_dir=tmp_path / "a", progress=False, log=quiet)
     b = train(tiny(seed=7), data=small_mnist, out_dir=tmp_path / "b", progress=False, log=quiet)
@@ -59,7 +80,7 @@ def test_ema_is_evaluated_when_enabled(small_mnist):
     assert r.test_acc > 50 and r.history[-1]["test_loss"] != plain.history[-1]["test_loss"]
 
 
-@pytest.mark.parametrize("name", list_presets())
+@pytest.mark.parametrize("name", distinct_recipes(epochs=3))
 def test_a_short_run_of_every_preset_lowers_the_training_loss(name, small_mnist):
     # each preset's own model, batch, schedule and augmentation, for 3 epochs of 2,048 images
     config = preset_config(name, device="cpu", epochs=3, target_acc=0.0)
@@ -140,15 +161,11 @@ def test_data_dependent_init_sees_training_images_only(small_mnist, monkeypatch)
 def test_validation_images_are_held_out_of_training_and_reported(small_mnist, monkeypatch):
     import torch
 
-    import tinymnist.train as train_module
-    seen = []
-    real = train_module.augment_batch
-    monkeypatch.setattr(train_module, "augment_batch", lambda images, *a, **k: seen.append(images.clone()) or
-                        real(images, *a, **k))
+    calls = record_augment_calls(monkeypatch)
     config = preset_config("speedrun", device="cpu", epochs=1, batch_size=128, val_images=512)
     result = train(config, data=small_mnist, progress=False, log=lambda m: None)
     held_out = small_mnist.train_images[-512:]
-    trained_on = torch.cat(seen)
+    trained_on = torch.cat([images for images, _ in calls])
     assert result.steps == (2048 - 512) // 128
     # no held-out image was trained on (compared as whole images)
     assert not (trained_on.flatten(1)[:, None, :] == held_out.flatten(1)[None, :, :]).all(-1).any()
@@ -160,15 +177,12 @@ def test_validation_images_are_held_out_of_training_and_reported(small_mnist, mo
 
 
 def test_clean_epochs_end_training_without_augmentation(small_mnist, monkeypatch):
-    import tinymnist.train as train_module
     from tinymnist.augment import NO_AUGMENT
 
-    specs = []
-    real = train_module.augment_batch
-    monkeypatch.setattr(train_module, "augment_batch", lambda images, spec, *a, **k: specs.append(spec) or
-                        real(images, spec, *a, **k))
+    calls = record_augment_calls(monkeypatch)
     config = tiny(epochs=2, clean_epochs=0.5)
     train(config, data=small_mnist, progress=False, log=quiet)
+    specs = [spec for _, spec in calls]
     steps_per_epoch = 2048 // 64
     augmented = 2 * steps_per_epoch - steps_per_epoch // 2
     assert len(specs) == 2 * steps_per_epoch
