@@ -4,7 +4,7 @@ import math
 import pytest
 
 from tinymnist.config import ConfigError, TrainConfig, list_presets, preset_config
-from tinymnist.train import OutputDirError, resolve_device, train
+from tinymnist.train import DRY_RUN_STEPS, OutputDirError, resolve_device, train
 
 
 def tiny(**overrides):
@@ -190,3 +190,12 @@ def test_clean_epochs_end_training_without_augmentation(small_mnist, monkeypatch
     assert all(s == NO_AUGMENT for s in specs[augmented:])
     with pytest.raises(ConfigError, match="clean_epochs"):
         tiny(clean_epochs=-1)
+
+
+def test_a_dry_run_augments_like_the_start_of_the_real_run(small_mnist, monkeypatch):
+    # the clean steps are the last of the scheduled run, not of the dry run's few steps
+    calls = record_augment_calls(monkeypatch)
+    config = tiny(epochs=2, clean_epochs=1, dry_run=True)
+    train(config, data=small_mnist, progress=False, log=quiet)
+    assert len(calls) == DRY_RUN_STEPS
+    assert all(spec == config.augment_spec() and spec.geometric for _, spec in calls)

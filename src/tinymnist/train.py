@@ -184,9 +184,12 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
 
     n_train = train_x.shape[0]
     steps_per_epoch = n_train // config.batch_size  # drop the ragged tail: every step is full
-    total_steps = DRY_RUN_STEPS if config.dry_run else math.ceil(config.epochs * steps_per_epoch)
+    scheduled_steps = math.ceil(config.epochs * steps_per_epoch)
+    total_steps = DRY_RUN_STEPS if config.dry_run else scheduled_steps
     n_epochs = math.ceil(total_steps / steps_per_epoch)
-    augment_steps = total_steps - round(config.clean_epochs * steps_per_epoch)  # then --clean-epochs
+    # --clean-epochs: the last steps of the *scheduled* run see the images as they are, so a
+    # dry run (the first few steps) augments like the real run's start does
+    augment_steps = scheduled_steps - round(config.clean_epochs * steps_per_epoch)
     net = model.module if ctx.enabled else model  # the plain model: what is evaluated and saved
     optimizer, schedule = build_optimizer(net, config, total_steps)
     trainable = [p for p in net.parameters() if p.requires_grad]  # model order: clipping sums in it
