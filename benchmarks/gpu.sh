@@ -14,7 +14,7 @@ DEVICE=${DEVICE:-cuda}
 DATA=${DATA:-.device-data}
 OUT=${OUT:-bench-results}
 SEEDS=${SEEDS:-5}
-DEFAULT_SEEDS=${DEFAULT_SEEDS:-3}
+DEFAULT_SEEDS=${DEFAULT_SEEDS:-5}
 DRY=${DRY_RUN:+--dry-run}
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$OUT"

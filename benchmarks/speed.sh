@@ -9,7 +9,7 @@ export PY=${PY:-.venv/bin/python}
 export OUT=${OUT:-bench-results}
 export DEVICE=${DEVICE:-cpu}
 export DATA=${DATA:-$($PY -c 'from tinymnist.data import resolve_data_dir; print(resolve_data_dir(None))')}
-bash benchmarks/gpu.sh  # speedrun over $SEEDS (5), default over $DEFAULT_SEEDS (3), inference
+bash benchmarks/gpu.sh  # speedrun over $SEEDS (5), default over $DEFAULT_SEEDS (5), inference
 # the original recipe on our pipeline: 20 epochs, so one seed
 $PY -m tinymnist bench speed --device "$DEVICE" --data-dir "$DATA" --presets seednet \
     --seeds "${SEEDNET_SEEDS:-1}" ${DRY_RUN:+--dry-run} --out "$OUT/seednet-$DEVICE.json"
