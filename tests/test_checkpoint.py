@@ -123,9 +123,28 @@ def test_weights_from_an_older_layout_of_the_model_are_refused(tmp_path, monkeyp
     with pytest.raises(CheckpointError, match="older layout of model cnn2k"):
         load_checkpoint(path)
     # while other models' sidecars without it still load (their tensors are checked by shape)
-    path = save_checkpoint(trained_like("cnn8k"), tmp_path / "c8.safetensors", model_name="cnn8k", metadata={})
+    path = save_checkpoint(trained_like("cnn20k"), tmp_path / "c20.safetensors", model_name="cnn20k", metadata={})
     edit_sidecar(path, lambda meta: meta.pop("layers"))
-    assert load_checkpoint(path)[1]["model"] == "cnn8k"
+    assert load_checkpoint(path)[1]["model"] == "cnn20k"
+
+
+def test_cnn8k_weights_from_its_relu_layout_are_refused(tmp_path, monkeypatch):
+    # cnn8k went from ReLU (with dropout) to SiLU with the same tensors, after signatures began
+    from tinymnist import models
+    from torch import nn
+
+    relu_layout = models.ModelInfo("cnn8k", lambda: models.pooled_cnn(8, 16, 16, 16), 8000, "the old layout")
+    with monkeypatch.context() as patch:
+        patch.setitem(models._REGISTRY, "cnn8k", relu_layout)
+        path = save_checkpoint(trained_like("cnn8k"), tmp_path / "old8.safetensors", model_name="cnn8k",
+                               metadata={})
+    with pytest.raises(CheckpointError, match="another layout of model cnn8k"):
+        load_checkpoint(path)
+    edit_sidecar(path, lambda meta: meta.pop("layers"))  # saved before signatures: ReLU, refused
+    with pytest.raises(CheckpointError, match="older layout of model cnn8k"):
+        load_checkpoint(path)
+    fresh = save_checkpoint(trained_like("cnn8k"), tmp_path / "new8.safetensors", model_name="cnn8k", metadata={})
+    assert "SiLU" in read_metadata(fresh)["layers"] and load_checkpoint(fresh)[1]["model"] == "cnn8k"
 
 
 def test_layer_signature_records_dilation_and_eps_only_where_they_differ_from_the_defaults():

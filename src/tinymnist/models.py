@@ -154,14 +154,15 @@ def seednet() -> nn.Module:
                          *block(24, 32), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, NUM_CLASSES))
 
 
-def pooled_cnn(c1: int, c2: int, c3: int, c4: int) -> nn.Sequential:
+def pooled_cnn(c1: int, c2: int, c3: int, c4: int, *, act: Callable[..., nn.Module] = nn.ReLU,
+               dropout: float = 0.05) -> nn.Sequential:
     """Four 3x3 convs: c1 at 28x28 then pool, c2 and c3 at 14x14 then pool, c4 at 7x7."""
     return nn.Sequential(
-        conv_bn(1, c1, pool=True),  # (B, c1, 14, 14)
-        conv_bn(c1, c2),
-        conv_bn(c2, c3, pool=True),  # (B, c3, 7, 7)
-        conv_bn(c3, c4),
-        PooledLinearHead(c4, dropout=0.05),  # (B, c4 * 3 * 3) -> (B, 10)
+        conv_bn(1, c1, pool=True, act=act),  # (B, c1, 14, 14)
+        conv_bn(c1, c2, act=act),
+        conv_bn(c2, c3, pool=True, act=act),  # (B, c3, 7, 7)
+        conv_bn(c3, c4, act=act),
+        PooledLinearHead(c4, dropout=dropout),  # (B, c4 * 3 * 3) -> (B, 10)
     )
 
 
@@ -172,9 +173,14 @@ def cnn20k() -> nn.Module:
 
 
 @register_model("cnn8k", budget=8_000,
-                description="cnn20k's shape at 8-16 channels: convs 8-16-16-16, pooled linear head")
+                description="cnn20k's shape at 8-16 channels: convs 8-16-16-16, SiLU, pooled linear head")
 def cnn8k() -> nn.Module:
-    return pooled_cnn(8, 16, 16, 16)
+    # SiLU and no dropout, trained by its preset with milder augmentation and 2 clean epochs:
+    # 99.47% against 99.38% for the ReLU net with dropout 0.05 under cnn20k's augmentation,
+    # on 10,000 held-out training images (seeds 0-3, better on each). SiLU and no dropout
+    # alone scored 99.42%, and milder augmentation alone or clean epochs alone no better than
+    # the old preset (the README has each).
+    return pooled_cnn(8, 16, 16, 16, act=nn.SiLU, dropout=0.0)
 
 
 @register_model("cnn2k", budget=2_000,
@@ -185,9 +191,8 @@ def cnn2k() -> nn.Module:
     # then see 1.5x the compute, and scored 98.72 / 98.70% against 98.60 / 98.63% on 10,000
     # held-out training images (seeds 0 and 1; the README has the comparison). SiLU instead of
     # ReLU: 98.87% against 98.63% on the same held-out images (seeds 0-3, better on each),
-    # perhaps because with 8-24 channels every unit that ReLU silences is missed. cnn8k gained
-    # nothing from it (99.38% against 99.38%, seeds 0-3), so the wider nets keep ReLU,
-    # which is cheaper on the CPU. No dropout before the head (it had 0.05): 98.97% against
+    # perhaps because with 8-24 channels every unit that ReLU silences is missed (cnn8k uses
+    # it too; cnn20k keeps ReLU, which is cheaper on the CPU). No dropout before the head (it had 0.05): 98.97% against
     # 98.87% on the same held-out images and seeds; the net underfits, so dropout only took
     # capacity away. A third layer at 28x28 gained as much (98.98%) for 25% more time.
     return nn.Sequential(
