@@ -131,7 +131,6 @@ def test_weights_from_an_older_layout_of_the_model_are_refused(tmp_path, monkeyp
 def test_cnn8k_weights_from_its_relu_layout_are_refused(tmp_path, monkeypatch):
     # cnn8k went from ReLU (with dropout) to SiLU with the same tensors, after signatures began
     from tinymnist import models
-    from torch import nn
 
     relu_layout = models.ModelInfo("cnn8k", lambda: models.pooled_cnn(8, 16, 16, 16), 8000, "the old layout")
     with monkeypatch.context() as patch:
