@@ -100,50 +100,45 @@ def test_find_latest_checkpoint(tmp_path):
     assert find_latest_checkpoint(tmp_path) == newer
 
 
-def test_weights_from_an_older_layout_of_the_model_are_refused(tmp_path, monkeypatch):
-    # cnn2k's activation changed from ReLU to SiLU with the same tensors: without the saved
-    # layer signature, old weights would load and silently predict through the new layout
+def relu_layout(name):
+    """cnn2k's and cnn8k's layouts before they moved to SiLU (same tensors, other activations)."""
     from tinymnist import models
-    from torch import nn
 
-    relu_layout = models.ModelInfo("cnn2k", lambda: nn.Sequential(
-        models.conv_bn(1, 8), models.separable_conv_bn(8, 16, pool=True),
-        models.separable_conv_bn(16, 24, pool=True), models.separable_conv_bn(24, 24),
-        models.Head(24, dropout=0.05)), 2000, "the old layout")
+    if name == "cnn2k":
+        return lambda: torch.nn.Sequential(
+            models.conv_bn(1, 8), models.separable_conv_bn(8, 16, pool=True),
+            models.separable_conv_bn(16, 24, pool=True), models.separable_conv_bn(24, 24),
+            models.Head(24, dropout=0.05))
+    return lambda: models.pooled_cnn(8, 16, 16, 16)  # cnn8k, with dropout 0.05 before the head
+
+
+@pytest.mark.parametrize("name", ["cnn2k", "cnn8k"])
+def test_weights_from_an_older_layout_of_the_model_are_refused(tmp_path, monkeypatch, name):
+    # the activation changed from ReLU to SiLU with the same tensors: without the saved layer
+    # signature, old weights would load and silently predict through the new layout
+    from tinymnist import models
+
+    old_info = models.ModelInfo(name, relu_layout(name), models.model_info(name).budget, "the old layout")
     with monkeypatch.context() as patch:
-        patch.setitem(models._REGISTRY, "cnn2k", relu_layout)
-        old = trained_like("cnn2k")
-        path = save_checkpoint(old, tmp_path / "old.safetensors", model_name="cnn2k", metadata={})
+        patch.setitem(models._REGISTRY, name, old_info)
+        path = save_checkpoint(trained_like(name), tmp_path / "old.safetensors", model_name=name, metadata={})
         assert "ReLU" in read_metadata(path)["layers"]
         load_checkpoint(path)  # the layout it was saved from loads it
-    with pytest.raises(CheckpointError, match="another layout of model cnn2k"):
+    with pytest.raises(CheckpointError, match=f"another layout of model {name}"):
         load_checkpoint(path)
-    # a cnn2k sidecar from before the signature existed is from the ReLU layout: refused too
+    # a sidecar from before the signature existed is from the ReLU layout: refused too
     edit_sidecar(path, lambda meta: meta.pop("layers"))
-    with pytest.raises(CheckpointError, match="older layout of model cnn2k"):
+    with pytest.raises(CheckpointError, match=f"older layout of model {name}"):
         load_checkpoint(path)
-    # while other models' sidecars without it still load (their tensors are checked by shape)
+    fresh = save_checkpoint(trained_like(name), tmp_path / "new.safetensors", model_name=name, metadata={})
+    assert "SiLU" in read_metadata(fresh)["layers"] and load_checkpoint(fresh)[1]["model"] == name
+
+
+def test_sidecars_without_a_layer_signature_still_load_for_models_whose_layout_never_changed(tmp_path):
+    # their tensors are checked by shape
     path = save_checkpoint(trained_like("cnn20k"), tmp_path / "c20.safetensors", model_name="cnn20k", metadata={})
     edit_sidecar(path, lambda meta: meta.pop("layers"))
     assert load_checkpoint(path)[1]["model"] == "cnn20k"
-
-
-def test_cnn8k_weights_from_its_relu_layout_are_refused(tmp_path, monkeypatch):
-    # cnn8k went from ReLU (with dropout) to SiLU with the same tensors, after signatures began
-    from tinymnist import models
-
-    relu_layout = models.ModelInfo("cnn8k", lambda: models.pooled_cnn(8, 16, 16, 16), 8000, "the old layout")
-    with monkeypatch.context() as patch:
-        patch.setitem(models._REGISTRY, "cnn8k", relu_layout)
-        path = save_checkpoint(trained_like("cnn8k"), tmp_path / "old8.safetensors", model_name="cnn8k",
-                               metadata={})
-    with pytest.raises(CheckpointError, match="another layout of model cnn8k"):
-        load_checkpoint(path)
-    edit_sidecar(path, lambda meta: meta.pop("layers"))  # saved before signatures: ReLU, refused
-    with pytest.raises(CheckpointError, match="older layout of model cnn8k"):
-        load_checkpoint(path)
-    fresh = save_checkpoint(trained_like("cnn8k"), tmp_path / "new8.safetensors", model_name="cnn8k", metadata={})
-    assert "SiLU" in read_metadata(fresh)["layers"] and load_checkpoint(fresh)[1]["model"] == "cnn8k"
 
 
 def test_layer_signature_records_dilation_and_eps_only_where_they_differ_from_the_defaults():
