@@ -194,7 +194,8 @@ def cnn2k() -> nn.Module:
     # perhaps because with 8-24 channels every unit that ReLU silences is missed (cnn8k uses
     # it too; cnn20k keeps ReLU, which is cheaper on the CPU). No dropout before the head (it
     # had 0.05): 98.97% against 98.87% on the same held-out images and seeds; the net
-    # underfits, so dropout only took capacity away. A third layer at 28x28 gained as much (98.98%) for 25% more time.
+    # underfits, so dropout only took capacity away. A third layer at 28x28 gained as much
+    # (98.98%) for 25% more time.
     return nn.Sequential(
         conv_bn(1, 8, act=nn.SiLU),  # (B, 8, 28, 28)
         separable_conv_bn(8, 16, pool=True, act=nn.SiLU),  # (B, 16, 14, 14)
