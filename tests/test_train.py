@@ -123,7 +123,7 @@ def test_frozen_parameters_stay_out_of_the_optimizer_and_unchanged(small_mnist):
     import torch
 
     from tinymnist.models import create_model
-    from tinymnist.train import build_optimizer
+    from tinymnist.optim import build_optimizer
 
     model = create_model("cnn20k")
     stem = model[0][0].weight

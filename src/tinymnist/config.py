@@ -23,6 +23,9 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 0.01  # the peak of the one-cycle schedule
     weight_decay: float = 5e-4  # decoupled (AdamW), applied to conv/linear weights only
+    # > 0: the conv weights that mix channels train with Muon at this peak lr (optim.py), the
+    # input layer, head and BatchNorm with AdamW at `lr`; 0: AdamW for all
+    muon_lr: float = 0.0
     pct_start: float = 0.25  # share of the steps spent warming up
     div_factor: float = 25.0  # initial lr = lr / div_factor
     final_div_factor: float = 1e3  # final lr = initial lr / final_div_factor
@@ -60,7 +63,7 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        non_negative = ("weight_decay", "grad_clip", "label_smoothing", "ema", "rotate_deg",
+        non_negative = ("weight_decay", "muon_lr", "grad_clip", "label_smoothing", "ema", "rotate_deg",
                         "translate", "scale", "shear_deg", "clean_epochs")
         for name in non_negative:
             if getattr(self, name) < 0:

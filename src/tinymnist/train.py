@@ -1,4 +1,4 @@
-"""train(config) -> TrainResult: the loop, the optimizer and the schedule.
+"""train(config) -> TrainResult: the training loop (the optimizer is built in ``optim``).
 
 One loop serves the CLI, the tests and the benchmarks, on CPU, CUDA and MPS alike:
 all of MNIST sits on the device as uint8, each batch is a slice of a per-epoch
@@ -35,6 +35,7 @@ from .data import MNIST, load_mnist
 from .evaluate import EvalResult, evaluate
 from .fileio import atomic_write
 from .models import count_parameters, create_model
+from .optim import build_optimizer
 
 DRY_RUN_STEPS = 3
 # images a model's data-dependent init may look at: 1,000 give 196,000 patches, plenty for a
@@ -121,26 +122,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
-
-
-def build_optimizer(model: nn.Module, config: TrainConfig, total_steps: int):
-    """AdamW with decay on conv/linear weights only (not on BatchNorm or biases), one-cycle lr."""
-    trainable = [p for p in model.parameters() if p.requires_grad]  # frozen layers stay out
-    decay = [p for p in trainable if p.ndim > 1]
-    no_decay = [p for p in trainable if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # the fused kernel updates all tensors in one call: for a 20k-parameter model the
-    # per-tensor loop of the default CPU implementation costs more than the arithmetic
-    try:
-        optimizer = torch.optim.AdamW(groups, lr=config.lr, fused=True)
-    except (RuntimeError, TypeError):  # a device or build without the fused kernel
-        optimizer = torch.optim.AdamW(groups, lr=config.lr, foreach=True)
-    # OneCycleLR divides by its phase lengths, which are zero for a handful of steps (a dry run);
-    # such a run just stops early in a longer schedule
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=max(total_steps, 20), pct_start=config.pct_start,
-        div_factor=config.div_factor, final_div_factor=config.final_div_factor)
-    return optimizer, schedule
 
 
 def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Path | None = None,
