@@ -95,8 +95,9 @@ def build_optimizer(model: nn.Module, config: TrainConfig, total_steps: int):
     ``config.muon_lr`` > 0 the channel-mixing conv weights train with Muon at that peak lr.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]  # frozen layers stay out
-    muon = [p for p in trainable if p.ndim > 1 and config.muon_lr > 0 and mixes_channels(p)]
-    decay = [p for p in trainable if p.ndim > 1 and not any(p is q for q in muon)]
+    use_muon = config.muon_lr > 0
+    muon = [p for p in trainable if use_muon and mixes_channels(p)]
+    decay = [p for p in trainable if p.ndim > 1 and not (use_muon and mixes_channels(p))]
     no_decay = [p for p in trainable if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     peaks = [config.lr, config.lr]
