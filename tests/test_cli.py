@@ -70,7 +70,13 @@ def test_models_and_presets_json(capsys):
     models = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
     assert models["seednet"]["params"] == 11_058 and models["cnn20k"]["params"] < 20_000
     assert main(["presets", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["presets"]["quick"]["preset"] == "quick"
+    presets = json.loads(capsys.readouterr().out)["presets"]
+    assert presets["quick"]["preset"] == "quick"
+    assert main(["presets"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    for name, cfg in presets.items():  # the text table says which presets train with Muon
+        assert ("(Muon " in lines[name]) == (cfg["muon_lr"] > 0), lines[name]
+    assert any(cfg["muon_lr"] > 0 for cfg in presets.values())
 
 
 def test_data_info_json(mnist_dir, capsys):

@@ -168,9 +168,10 @@ def cmd_presets(args) -> int:
         emit_json({"presets": presets})
     else:
         for name, cfg in presets.items():
+            muon = f" (Muon {cfg['muon_lr']:g})" if cfg["muon_lr"] else ""
             print(f"{name:<9} model {cfg['model']:<9} {cfg['epochs']:g} epochs, batch {cfg['batch_size']}, "
-                  f"lr {cfg['lr']:g}, label smoothing {cfg['label_smoothing']:g}, rotate {cfg['rotate_deg']:g} deg, "
-                  f"erase {cfg['erase_prob']:g}")
+                  f"lr {cfg['lr']:g}{muon}, label smoothing {cfg['label_smoothing']:g}, "
+                  f"rotate {cfg['rotate_deg']:g} deg, erase {cfg['erase_prob']:g}")
     return 0
 
 
