@@ -93,3 +93,16 @@ def test_affine_matrices_invert_the_forward_map():
     rot = affine_matrices(8, AugmentSpec(15, 0, 0, 0), torch.Generator().manual_seed(1), torch.device("cpu"))
     assert torch.allclose(rot[:, :, :2] @ rot[:, :, :2].transpose(1, 2), torch.eye(2).expand(8, 2, 2), atol=1e-6)
     assert torch.allclose(rot[:, :, 2], torch.zeros(8, 2))
+
+
+def test_normalize_array_is_normalize_in_numpy():
+    # the onnxruntime paths (serve, bench infer) normalize with numpy; the model was trained on `normalize`
+    import numpy as np
+
+    from tinymnist.augment import normalize, normalize_array
+
+    images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    ours = normalize_array(images.numpy())
+    assert ours.dtype == np.float32 and ours.shape == (5, 1, 28, 28)
+    np.testing.assert_allclose(ours, normalize(images).numpy(), rtol=0, atol=1e-6)
+    assert ours.min() < -0.4 and ours.max() > 2.8  # 0 and 255 map to -0.42 and 2.82

@@ -205,7 +205,7 @@ def _onnx_predictor(model: nn.Module, images: torch.Tensor):
 
     import numpy as np
 
-    from .augment import normalize
+    from .augment import normalize_array
     from .export import export_onnx, onnx_runner
 
     started = time.perf_counter()
@@ -214,7 +214,7 @@ def _onnx_predictor(model: nn.Module, images: torch.Tensor):
     export_seconds = time.perf_counter() - started
 
     def logits(images_u8: torch.Tensor):
-        return run(normalize(images_u8).numpy())
+        return run(normalize_array(images_u8.numpy()))
 
     expected = predict_logits(model, images, channels_last=True).numpy()
     diff = float(np.abs(logits(images) - expected).max())
