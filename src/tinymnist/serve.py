@@ -151,11 +151,11 @@ def onnx_backend(model: nn.Module, meta: dict, backend: str, cache_dir: str | Pa
 
     try:
         payload = cached_onnx(model, meta, cache_dir, log=log)
-        x = normalize(torch.randint(0, 256, (16, SIZE, SIZE), dtype=torch.uint8,
-                                    generator=torch.Generator().manual_seed(0)))
+        images = torch.randint(0, 256, (16, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
-            expected = copy.deepcopy(model).cpu().eval()(x).numpy()
-        diff = float(np.abs(onnx_runner(payload, threads=1)(x.numpy()) - expected).max())
+            expected = copy.deepcopy(model).cpu().eval()(normalize(images)).numpy()
+        # through the served path: numpy normalization (Classifier), then onnxruntime
+        diff = float(np.abs(onnx_runner(payload, threads=1)(normalize_array(images.numpy())) - expected).max())
         if diff > PARITY_TOLERANCE:
             raise ExportError(f"the ONNX export differs from PyTorch by {diff:.2g}")
         return payload
