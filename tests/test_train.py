@@ -87,7 +87,8 @@ def test_a_short_run_of_every_preset_lowers_the_training_loss(name, small_mnist)
     r = train(config, data=small_mnist, progress=False, log=quiet)
     losses = [h["train_loss"] for h in r.history]
     assert r.model == config.model and len(losses) == 3
-    # cnn2k, the slowest learner here, ends at 0.75x its first epoch's loss (1 thread, seed 0)
+    # the slowest learners here end near half their first epoch's loss (cnn2k 0.54x, seednet
+    # 0.42x; 1 thread, seed 0)
     assert losses[-1] < 0.9 * losses[0], losses
 
 
