@@ -77,11 +77,6 @@ def test_erased_pixels_are_background(small_mnist):
     assert ((out - background).abs() < 1e-6).flatten(1).any(1).all()
 
 
-def test_scaled_zero_is_no_augmentation():
-    assert STRONG.scaled(0) == AugmentSpec(0, 0, 0, 0, 0, STRONG.erase_area)
-    assert not STRONG.scaled(0).geometric
-
-
 def test_affine_matrices_invert_the_forward_map():
     spec = AugmentSpec(rotate_deg=15, translate=0.1, scale=0.1, shear_deg=5)
     theta = affine_matrices(64, spec, torch.Generator().manual_seed(0), torch.device("cpu")).double()

@@ -27,13 +27,16 @@ def distinct_recipes(epochs: float) -> list[str]:
 
 
 def record_augment_calls(monkeypatch) -> list[tuple]:
-    """(images, spec) of every ``augment_batch`` call the training loop makes from now on."""
+    """(images, spec) of every ``augment_batch`` call the training loop makes from now on.
+
+    The loop hands each call a fresh tensor (``train_x[idx]``) that nothing writes to
+    afterwards, so the images are kept as passed, without a copy."""
     import tinymnist.train as train_module
 
     calls = []
     real = train_module.augment_batch
     monkeypatch.setattr(train_module, "augment_batch", lambda images, spec, *a, **k:
-                        calls.append((images.clone(), spec)) or real(images, spec, *a, **k))
+                        calls.append((images, spec)) or real(images, spec, *a, **k))
     return calls
 
 
@@ -191,6 +194,10 @@ def test_clean_epochs_end_training_without_augmentation(small_mnist, monkeypatch
     assert all(s == NO_AUGMENT for s in specs[augmented:])
     with pytest.raises(ConfigError, match="clean_epochs"):
         tiny(clean_epochs=-1)
+    # more clean epochs than epochs would train without any augmentation, unasked
+    with pytest.raises(ConfigError, match=r"clean_epochs \(2\) must not exceed epochs \(1\)"):
+        tiny(epochs=1, clean_epochs=2)
+    assert tiny(epochs=2, clean_epochs=2).clean_epochs == 2  # all clean is allowed when asked for
 
 
 def test_a_dry_run_augments_like_the_start_of_the_real_run(small_mnist, monkeypatch):

@@ -33,11 +33,6 @@ class AugmentSpec:
     def geometric(self) -> bool:
         return any((self.rotate_deg, self.translate, self.scale, self.shear_deg))
 
-    def scaled(self, factor: float) -> "AugmentSpec":
-        """All strengths times ``factor`` (0 gives no augmentation at all)."""
-        return AugmentSpec(self.rotate_deg * factor, self.translate * factor, self.scale * factor,
-                           self.shear_deg * factor, min(1.0, self.erase_prob * factor), self.erase_area)
-
 
 NO_AUGMENT = AugmentSpec(0.0, 0.0, 0.0, 0.0, 0.0)
 

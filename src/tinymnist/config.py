@@ -79,6 +79,9 @@ class TrainConfig:
             raise ConfigError(f"amp must be auto, off or bf16, got {self.amp!r}")
         if not 0 <= self.target_acc <= 100:
             raise ConfigError(f"target_acc is a percentage, got {self.target_acc}")
+        if self.clean_epochs > self.epochs:  # else the run would silently never augment
+            raise ConfigError(f"clean_epochs ({self.clean_epochs:g}) must not exceed epochs ({self.epochs:g}); "
+                              "lower --clean-epochs (0 turns it off)")
         if self.val_images < 0:
             raise ConfigError(f"val_images must be >= 0, got {self.val_images}")
         return self
