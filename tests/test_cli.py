@@ -76,7 +76,10 @@ def test_models_and_presets_json(capsys):
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     for name, cfg in presets.items():  # the text table says which presets train with Muon
         assert ("(Muon " in lines[name]) == (cfg["muon_lr"] > 0), lines[name]
+        # and which end with epochs without augmentation
+        assert (f"(last {cfg['clean_epochs']:g} clean)" in lines[name]) == (cfg["clean_epochs"] > 0), lines[name]
     assert any(cfg["muon_lr"] > 0 for cfg in presets.values())
+    assert any(cfg["clean_epochs"] > 0 for cfg in presets.values())
 
 
 def test_data_info_json(mnist_dir, capsys):

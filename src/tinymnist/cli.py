@@ -169,7 +169,8 @@ def cmd_presets(args) -> int:
     else:
         for name, cfg in presets.items():
             muon = f" (Muon {cfg['muon_lr']:g})" if cfg["muon_lr"] else ""
-            print(f"{name:<9} model {cfg['model']:<9} {cfg['epochs']:g} epochs, batch {cfg['batch_size']}, "
+            clean = f" (last {cfg['clean_epochs']:g} clean)" if cfg["clean_epochs"] else ""
+            print(f"{name:<9} model {cfg['model']:<9} {cfg['epochs']:g} epochs{clean}, batch {cfg['batch_size']}, "
                   f"lr {cfg['lr']:g}{muon}, label smoothing {cfg['label_smoothing']:g}, "
                   f"rotate {cfg['rotate_deg']:g} deg, erase {cfg['erase_prob']:g}")
     return 0
