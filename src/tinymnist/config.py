@@ -81,7 +81,7 @@ class TrainConfig:
             raise ConfigError(f"target_acc is a percentage, got {self.target_acc}")
         if self.clean_epochs > self.epochs:  # else the run would silently never augment
             raise ConfigError(f"clean_epochs ({self.clean_epochs:g}) must not exceed epochs ({self.epochs:g}); "
-                              "lower --clean-epochs (0 turns it off)")
+                              "pass fewer --clean-epochs (0 turns them off) or more --epochs")
         if self.val_images < 0:
             raise ConfigError(f"val_images must be >= 0, got {self.val_images}")
         return self
