@@ -24,7 +24,8 @@ from tinymnist.workers import InferencePool, WorkerFailed  # noqa: E402
 
 
 def big_blank_png(side: int = 6000) -> bytes:
-    """Decodes slowly (36 megapixels): long enough to kill a worker while it holds the request."""
+    """Decodes slowly (36 megapixels, 0.17-0.8 s on the 2-core machine): long enough to kill
+    a worker while it holds the request."""
     buffer = io.BytesIO()
     Image.new("L", (side, side), 255).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -66,8 +67,12 @@ def test_a_killed_worker_fails_only_its_request_and_is_replaced(trained_checkpoi
     try:
         async def kill_mid_request():
             slow = asyncio.ensure_future(pool.run(("image", big_blank_png())))
-            await asyncio.sleep(0.3)  # the worker is decoding 36 megapixels
-            busy = [w for w in pool._workers if w.futures]
+            # kill as soon as a worker holds it: the decode takes 0.17-0.8 s, so a fixed wait
+            # (it was 0.3 s) can outlast it on a fast machine and find the request answered
+            busy, deadline = [], time.monotonic() + 10
+            while not busy and time.monotonic() < deadline:
+                await asyncio.sleep(0.001)
+                busy = [w for w in pool._workers if w.futures]
             assert busy, "the slow request should be in a worker"
             os.kill(busy[0].process.pid, signal.SIGKILL)
             return await asyncio.gather(slow, return_exceptions=True), busy[0].process.pid
