@@ -54,18 +54,24 @@ def test_speedrun_preset_reaches_98_8_percent(tmp_path, mnist_dir):
     assert result["test_acc"] > 98.8 and result["params"] < 20_000
 
 
-def test_gpu_script_runs_its_cpu_path(tmp_path, mnist_dir):
+@pytest.mark.parametrize("amp", ["", "off"])
+def test_gpu_script_runs_its_cpu_path(tmp_path, mnist_dir, amp):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     env = {"PATH": "/usr/bin:/bin", "PY": sys.executable, "DEVICE": "cpu", "DATA": str(mnist_dir),
-           "OUT": str(tmp_path), "SEEDS": "2", "DEFAULT_SEEDS": "1", "DRY_RUN": "1", "HOME": str(tmp_path)}
+           "OUT": str(tmp_path), "SEEDS": "2", "DEFAULT_SEEDS": "1", "DRY_RUN": "1", "HOME": str(tmp_path),
+           "AMP": amp}
     proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu.sh")], env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    speed = json.loads((tmp_path / "speed-cpu.json").read_text())
+    tag = f"cpu-amp-{amp}" if amp else "cpu"
+    speed = json.loads((tmp_path / f"speed-{tag}.json").read_text())
     assert speed["machine"]["device"] == "cpu" and speed["results"][0]["seeds"] == [0, 1]
-    assert json.loads((tmp_path / "default-cpu.json").read_text())["results"][0]["preset"] == "default"
+    default = json.loads((tmp_path / f"default-{tag}.json").read_text())["results"][0]
+    assert default["preset"] == "default"
+    assert all(r["overrides"] == ({"dry_run": True, "amp": amp} if amp else {"dry_run": True})
+               for r in (speed["results"][0], default))
     assert json.loads((tmp_path / "infer-cpu.json").read_text())["batched_images_per_second"] > 0
 
 

@@ -54,6 +54,7 @@ def assert_one_line_error(proc, *fragments):
     (["frobnicate"], "invalid choice"),
     (["bench", "accuracy", "--model", "nope"], "unknown preset 'nope'"),
     (["bench", "speed", "--presets", "nope"], "unknown preset 'nope'"),
+    (["bench", "speed", "--amp", "fp16"], "invalid choice: 'fp16'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragment, tmp_path):
     assert_one_line_error(run_cli(*args, cwd=tmp_path), fragment)
@@ -124,3 +125,12 @@ def test_bench_accuracy_reports_every_seed(mnist_dir):
     result = json.loads(proc.stdout)["results"][0]
     assert result["model"] == "cnn8k" and result["seeds"] == [0, 1] and len(result["test_acc"]) == 2
     assert result["params"] < 8_000
+
+
+@pytest.mark.parametrize("flags,overrides", [([], {"dry_run": True}),
+                                             (["--amp", "off"], {"dry_run": True, "amp": "off"})])
+def test_bench_speed_passes_amp_to_every_run_only_when_asked(mnist_dir, flags, overrides):
+    proc = run_cli("bench", "speed", "--presets", "quick", "--seeds", "1", "--dry-run", "--device", "cpu",
+                   "--data-dir", str(mnist_dir), "--json", *flags)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["results"][0]["overrides"] == overrides

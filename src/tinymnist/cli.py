@@ -193,8 +193,8 @@ def cmd_bench(args) -> int:
             preset_config(name)  # raises the library's own "unknown preset" error
         if args.seeds < 1:
             raise CLIError("--seeds must be at least 1")
-        report = bench_speed(presets, list(range(args.seeds)), args.device, args.data_dir, log,
-                             **({"dry_run": True} if args.dry_run else {}))
+        overrides = {**({"dry_run": True} if args.dry_run else {}), **({"amp": args.amp} if args.amp else {})}
+        report = bench_speed(presets, list(range(args.seeds)), args.device, args.data_dir, log, **overrides)
         if not args.json:
             (print_speed_table if args.bench_command == "speed" else print_seed_table)(report)
     else:
@@ -498,6 +498,9 @@ def build_parser() -> Parser:
         b.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
         b.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
         b.add_argument("--dry-run", action="store_true", help="three steps per run: checks the benchmark itself")
+        # on a GPU these small nets can run faster in fp32 than under bf16 autocast (README, GPU)
+        b.add_argument("--amp", choices=["auto", "off", "bf16"],
+                       help="autocast for every run: auto (bf16 on CUDA), off or bf16 (default: the preset's)")
         data_dir_arg(b)
     b = bench_verbs.add_parser("infer", help="inference throughput and single-image latency",
                                description="Batched images/s and single-image latency (p50, p99), in-process.")
