@@ -79,8 +79,24 @@ def test_sweep_runs_presets_and_seeds_in_parallel_and_collects_them(tmp_path):
 
 
 def test_a_failing_run_fails_the_sweep_but_not_the_others(tmp_path):
+    # a failure that only the run itself can find (it needs the data): holding out 59,990 of the
+    # 60,000 training images leaves less than one batch (a bad flag is refused before any run, below)
     proc = run_cli("sweep", "--presets", "speedrun", "--seeds", "2", "--out", str(tmp_path),
-                   "--train-args", "--dry-run --device cpu --lr -1", "--json")
+                   "--train-args", "--dry-run --device cpu --val-images 59990", "--json")
     assert proc.returncode == 1
     report = json.loads(proc.stdout)
     assert all("error" in r for r in report["runs"]) and report["summary"][0]["failed"] == 2
+    assert all("leaves fewer training images than one batch" in r["error"] for r in report["runs"])
+
+
+@pytest.mark.parametrize("train_args,message", [
+    ("--dry-run --lr -1", "lr must be > 0"),
+    ("--dry-run --seed 5", "--train-args must not set --seed: the sweep sets it for every run"),
+    ("--out elsewhere --preset quick", "must not set --preset, --out: the sweep sets them"),
+])
+def test_sweep_refuses_bad_train_args_before_any_run(tmp_path, train_args, message):
+    out = tmp_path / "sweep"
+    proc = run_cli("sweep", "--presets", "speedrun,quick", "--seeds", "2", "--out", str(out),
+                   "--train-args", train_args, cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()  # no run was started

@@ -46,12 +46,19 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
                                help=f"default {f.default!r}")
 
 
+def config_overrides(args) -> dict:
+    """The run settings given as flags (those left unset are None and come from the preset)."""
+    from .config import config_fields
+
+    return {f.name: getattr(args, f.name) for f in config_fields()
+            if f.name != "preset" and getattr(args, f.name, None) is not None}
+
+
 def cmd_train(args) -> int:
-    from .config import TrainConfig, config_fields, preset_config
+    from .config import TrainConfig, preset_config
     from .train import train
 
-    overrides = {f.name: getattr(args, f.name) for f in config_fields()
-                 if f.name != "preset" and getattr(args, f.name, None) is not None}
+    overrides = config_overrides(args)
     if args.resume:
         if overrides or args.preset or args.config or args.out:
             raise CLIError("--resume continues the saved run as it was; it takes no preset, config, --out "
@@ -392,6 +399,23 @@ def cmd_report(args) -> int:
     return 0
 
 
+def check_sweep_run(preset: str, extra: list[str]) -> None:
+    """Parse one run's `train` flags as its process will, and build its config, so that a bad
+    --train-args is one error before any process starts, not one per run. Flags that would
+    override what the sweep sets for each run are refused: `--seed 5` would silently make
+    every run seed 5 while the table still said 0, 1, 2."""
+    from .config import preset_config
+
+    run = build_parser().parse_args(["train", "--preset", preset, *extra])
+    owned = [flag for flag, given in (("--preset", run.preset != preset), ("--seed", run.seed is not None),
+                                      ("--out", run.out is not None), ("--resume", run.resume is not None),
+                                      ("--config", run.config is not None)) if given]
+    if owned:
+        raise CLIError(f"--train-args must not set {', '.join(owned)}: the sweep sets "
+                       f"{'it' if len(owned) == 1 else 'them'} for every run")
+    preset_config(preset, **config_overrides(run))
+
+
 def cmd_sweep(args) -> int:
     import shlex
 
@@ -399,15 +423,16 @@ def cmd_sweep(args) -> int:
     from .sweep import run_sweep
 
     presets = [p for p in args.presets.split(",") if p]
+    extra = shlex.split(args.train_args)
     for name in presets:
         preset_config(name)  # the library's "unknown preset" error, before any process starts
+        check_sweep_run(name, extra)
     if args.seeds < 1 or args.parallel < 1:
         raise CLIError("--seeds and --parallel must be at least 1")
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     log = (lambda m: None) if args.json else (lambda m: print(m, flush=True))
     log(f"sweep: {len(presets)} preset(s) x {args.seeds} seed(s), {args.parallel} at a time, into {out}")
-    report = run_sweep(presets, list(range(args.seeds)), out, args.parallel, shlex.split(args.train_args),
-                       args.data_dir, log)
+    report = run_sweep(presets, list(range(args.seeds)), out, args.parallel, extra, args.data_dir, log)
     if args.json:
         emit_json(report)
     else:
