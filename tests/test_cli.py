@@ -55,6 +55,9 @@ def assert_one_line_error(proc, *fragments):
     (["bench", "accuracy", "--model", "nope"], "unknown preset 'nope'"),
     (["bench", "speed", "--presets", "nope"], "unknown preset 'nope'"),
     (["bench", "speed", "--amp", "fp16"], "invalid choice: 'fp16'"),
+    (["bench", "infer", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["bench", "load", "--max-seconds", "-5"], "--max-seconds must be > 0"),
+    (["data", "fetch", "--timeout", "0"], "--timeout must be > 0 seconds"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragment, tmp_path):
     assert_one_line_error(run_cli(*args, cwd=tmp_path), fragment)

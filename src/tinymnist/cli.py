@@ -131,6 +131,8 @@ def cmd_data(args) -> int:
     from .data import cache_info, fetch_mnist
 
     if args.data_command == "fetch":
+        if not args.timeout > 0:
+            raise CLIError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
         log = (lambda m: None) if args.quiet or args.json else (lambda m: print(m, file=sys.stderr))
         path = fetch_mnist(args.data_dir, source_dir=args.source_dir, force=args.force,
                            timeout=args.timeout, log=log)
@@ -206,6 +208,8 @@ def cmd_bench(args) -> int:
             (print_speed_table if args.bench_command == "speed" else print_seed_table)(report)
     else:
         # speed does not depend on the weights, so a fresh model times the same as a trained one
+        if args.batch_size < 1:
+            raise CLIError("--batch-size must be at least 1")
         model = load_checkpoint(args.checkpoint)[0] if args.checkpoint else create_model(args.model)
         if args.backend == "onnx" and args.device not in ("cpu", "auto"):
             raise CLIError("--backend onnx is timed on the CPU; use --device cpu")
@@ -244,6 +248,8 @@ def cmd_bench_load(args) -> dict:
 
     if args.clients < 1 or args.requests < 1 or args.workers < 1:
         raise CLIError("--clients, --requests and --workers must be at least 1")
+    if not args.max_seconds > 0:
+        raise CLIError(f"--max-seconds must be > 0, got {args.max_seconds:g}")
     checkpoint = _checkpoint(args)
     payloads = digit_payloads(load_mnist(args.data_dir, fetch=True))
     port = free_port()
