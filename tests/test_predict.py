@@ -7,7 +7,7 @@ import json
 from PIL import Image
 
 from helpers import on_canvas, render
-from test_cli import run_cli
+from test_cli import assert_one_line_error, run_cli
 from test_preprocess import BAD_IMAGES
 
 
@@ -66,3 +66,10 @@ def test_report_writes_the_three_figures(trained_checkpoint, tmp_path):
         assert Image.open(path).format == "PNG"
     assert summary["errors"] == round((100 - summary["test_acc"]) * 100)
     assert summary["shown_misclassified"] == min(summary["errors"], 100)
+
+
+def test_report_into_an_unwritable_place_is_one_line(trained_checkpoint, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(run_cli("report", trained_checkpoint, "--out", str(blocker / "r")),
+                          "cannot write the report to")

@@ -395,7 +395,11 @@ def cmd_report(args) -> int:
     weights = resolve_checkpoint(args.checkpoint)
     model, meta = load_checkpoint(weights)
     out = Path(args.out) if args.out else weights.parent / "report"
-    summary = write_report(model, meta, load_mnist(args.data_dir, fetch=True), out)
+    data = load_mnist(args.data_dir, fetch=True)
+    try:
+        summary = write_report(model, meta, data, out)
+    except OSError as exc:
+        raise CLIError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     if args.json:
         emit_json({"checkpoint": str(weights), **summary})
     else:
