@@ -63,6 +63,28 @@ def test_bad_input_is_one_line_and_exit_2(args, fragment, tmp_path):
     assert_one_line_error(run_cli(*args, cwd=tmp_path), fragment)
 
 
+def test_a_run_directory_that_holds_a_run_is_refused_and_left_as_it_was(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", "--preset", "quick", "--dry-run", "--device", "cpu", "--out", str(run),
+                   "--quiet").returncode == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert "config.json" in before and any(n.startswith("mnist_model_") for n in before)
+    assert_one_line_error(run_cli("train", "--preset", "default", "--dry-run", "--device", "cpu", "--seed", "3",
+                                  "--out", str(run)), "already holds a run", "nothing was written")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_default_run_directories_never_collide(tmp_path):
+    from tinymnist.cli import fresh_run_dir
+
+    base = tmp_path / "quick-20261130-120000"
+    assert fresh_run_dir(base) == base
+    base.mkdir()
+    assert fresh_run_dir(base) == tmp_path / "quick-20261130-120000-2"
+    (tmp_path / "quick-20261130-120000-2").mkdir()
+    assert fresh_run_dir(base) == tmp_path / "quick-20261130-120000-3"
+
+
 def test_unwritable_output_directory(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

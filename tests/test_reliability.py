@@ -159,18 +159,37 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_state(small_mnist, tmp
 def test_a_full_disk_is_a_clear_error_and_leaves_no_half_file(small_mnist, tmp_path, monkeypatch):
     import tinymnist.fileio as fileio
 
-    train(short_config(epochs=1), data=small_mnist, out_dir=tmp_path, progress=False, log=lambda m: None)
-    before = (tmp_path / RESUME_FILE).read_bytes()
+    state, real_fsync, kept = tmp_path / RESUME_FILE, os.fsync, {}
 
-    def full(fd):
+    def full_once_a_state_is_saved(fd):  # the disk fills up in the second epoch
+        if state.exists():
+            kept.setdefault("state", state.read_bytes())
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(fileio.os, "fsync", full_once_a_state_is_saved)
+    with pytest.raises(OutputDirError, match="No space left on device"):
+        train(short_config(epochs=2), data=small_mnist, out_dir=tmp_path, progress=False, log=lambda m: None)
+    assert state.read_bytes() == kept["state"]  # the first epoch's state is intact
+    assert not list(tmp_path.glob(".*.tmp")), "a half-written temporary file was left behind"
+
+
+def test_a_failed_model_save_is_a_clear_error_and_resume_finishes_the_run(small_mnist, tmp_path, monkeypatch):
+    import tinymnist.train as training
+
+    real_save_run = training.save_run
+
+    def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(fileio.os, "fsync", full)
+    monkeypatch.setattr(training, "save_run", full)
     with pytest.raises(OutputDirError, match="No space left on device"):
-        train(short_config(epochs=1, seed=1), data=small_mnist, out_dir=tmp_path, progress=False,
-              log=lambda m: None)
-    assert (tmp_path / RESUME_FILE).read_bytes() == before  # the old state is intact
-    assert not list(tmp_path.glob(".*.tmp")), "a half-written temporary file was left behind"
+        train(short_config(epochs=1), data=small_mnist, out_dir=tmp_path, progress=False, log=lambda m: None)
+    assert not list(tmp_path.glob("mnist_model_*"))
+    monkeypatch.setattr(training, "save_run", real_save_run)  # space again: the saved state finishes it
+    result = train(short_config(epochs=1), data=small_mnist, out_dir=tmp_path, progress=False,
+                   log=lambda m: None, resume=True)
+    assert result.checkpoint and list(tmp_path.glob("mnist_model_*.safetensors"))
 
 
 def test_an_unwritable_output_directory_is_a_one_line_error(tmp_path):

@@ -54,6 +54,16 @@ def config_overrides(args) -> dict:
             if f.name != "preset" and getattr(args, f.name, None) is not None}
 
 
+def fresh_run_dir(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``... if taken: two runs started in the same second
+    get directories of their own (a run directory that holds a run is refused)."""
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
 def cmd_train(args) -> int:
     from .config import TrainConfig, preset_config
     from .train import train
@@ -76,7 +86,8 @@ def cmd_train(args) -> int:
         config = TrainConfig.from_dict({**saved, **overrides})
     else:
         config = preset_config(args.preset or "default", **overrides)
-    out = Path(args.out) if args.out else Path("runs") / f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else fresh_run_dir(Path("runs") / f"{config.preset}-{stamp}")
     log = (lambda msg: None) if args.quiet else (
         lambda msg: print(msg, file=sys.stderr if args.json else sys.stdout, flush=True))
     result = train(config, data_dir=args.data_dir, out_dir=out, progress=not args.quiet, log=log,

@@ -141,7 +141,7 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
     device = distributed.setup(ctx, resolve_device(config.device))
     if not ctx.is_main:  # rank 0 alone prints and writes
         out_dir, log, progress = None, (lambda msg: None), False
-    out = prepare_out_dir(out_dir, config) if out_dir is not None else None
+    out = prepare_out_dir(out_dir, config, resume) if out_dir is not None else None
     saved = load_resume_state(out) if resume and out is not None else None
     data = (data or distributed.main_first(ctx, lambda fetch: load_mnist(data_dir, fetch=fetch))).to(device)
     train_x, train_y, val_x, val_y = split_validation(data, config.val_images, config.batch_size)
@@ -189,12 +189,9 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
     def snapshot(epoch: int, partial_epoch: dict | None = None) -> None:
         if out is None:
             return
-        try:
+        with writing(out / RESUME_FILE):
             save_resume_state(out, net, optimizer, schedule, ema, generator, config, epoch, step,
                               history, train_seconds, partial_epoch)
-        except OSError as exc:
-            raise OutputDirError(f"cannot write {out / RESUME_FILE}: {exc.strerror or exc} "
-                                 "(the previous state, if any, is intact)") from None
 
     result = None
     # a signal-time save in one rank would leave the others waiting in a collective: ranks just stop
@@ -262,7 +259,8 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
             log(f"epoch {epoch}/{n_epochs}  loss {train_loss:.4f}  train {history[-1]['train_acc']:.2f}%  "
                 f"test {result.accuracy:.2f}%  {train_seconds:.1f}s")
             if out is not None:
-                write_metrics(history, out)
+                with writing(out / "metrics.json"):
+                    write_metrics(history, out)
                 snapshot(epoch + 1)
 
     final_model = ema.module if ema else net
@@ -273,7 +271,8 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
                               config.channels_last)
         passed = result.accuracy >= config.target_acc and not config.dry_run
         if out is not None:
-            checkpoint = str(save_run(final_model, config, result, history, passed, params, train_seconds, out))
+            with writing(out):
+                checkpoint = str(save_run(final_model, config, result, history, passed, params, train_seconds, out))
     distributed.teardown(ctx)
     return TrainResult(
         test_acc=result.accuracy if result else float("nan"), params=params, model=config.model,
@@ -370,9 +369,32 @@ class stop_requests:
 
 # ---------------------------------------------------------------- run outputs
 
-def prepare_out_dir(out_dir: str | Path, config: TrainConfig) -> Path:
-    """Create the run directory and write config.json, or fail now rather than after training."""
+@contextlib.contextmanager
+def writing(path: Path):
+    """A failed write (a full disk, a vanished directory) as one clear error, not a traceback.
+    Every file is written atomically, so what the run had saved before is still there."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputDirError(f"cannot write {path}: {exc.strerror or exc} "
+                             "(the previous state, if any, is intact)") from None
+
+
+def holds_run(directory: Path) -> bool:
+    """Whether ``directory`` holds (part of) a training run: its config, state, metrics or model."""
+    return (any((directory / name).exists() for name in ("config.json", RESUME_FILE, "metrics.json"))
+            or any(directory.glob("mnist_model_*")))
+
+
+def prepare_out_dir(out_dir: str | Path, config: TrainConfig, resume: bool = False) -> Path:
+    """Create the run directory and write config.json, or fail now rather than after training.
+
+    A directory that already holds a run is refused unless resuming it: a new run would
+    overwrite its config, metrics, state and model, which may be all that is left of it."""
     out = Path(out_dir)
+    if not resume and out.is_dir() and holds_run(out):
+        raise OutputDirError(f"{out} already holds a run; pass another --out (or `--resume {out}` to continue "
+                             "a stopped one); nothing was written")
     try:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.json", config.to_json() + "\n")
