@@ -73,3 +73,13 @@ def test_report_into_an_unwritable_place_is_one_line(trained_checkpoint, tmp_pat
     blocker.write_text("x")
     assert_one_line_error(run_cli("report", trained_checkpoint, "--out", str(blocker / "r")),
                           "cannot write the report to")
+
+
+def test_previews_into_an_unwritable_place_are_one_line(trained_checkpoint, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    digit = Image.new("L", (56, 56), 255)
+    digit.paste(0, (24, 8, 32, 48))  # a stroke of ink: a "1"
+    digit.save(tmp_path / "one.png")
+    assert_one_line_error(run_cli("predict", str(tmp_path / "one.png"), "--checkpoint", trained_checkpoint,
+                                  "--show-preprocessed", str(blocker / "p")), "cannot write the previews to")

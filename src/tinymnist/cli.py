@@ -329,7 +329,10 @@ def cmd_predict(args) -> int:
 
     checkpoint = _checkpoint(args)
     model, meta = load_checkpoint(checkpoint, resolve_device(args.device))
-    predictions, errors = predict_files(model, args.images, args.show_preprocessed)
+    try:  # unreadable images are per-file errors inside; an OSError here is the preview folder
+        predictions, errors = predict_files(model, args.images, args.show_preprocessed)
+    except OSError as exc:
+        raise CLIError(f"cannot write the previews to {args.show_preprocessed}: {exc.strerror or exc}") from None
     if args.json:
         emit_json({"checkpoint": str(checkpoint), "model": meta["model"],
                    "predictions": [p.to_dict() for p in predictions], "errors": [e.to_dict() for e in errors]})
