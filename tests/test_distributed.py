@@ -76,6 +76,10 @@ def test_sweep_runs_presets_and_seeds_in_parallel_and_collects_them(tmp_path):
     assert [s["runs"] for s in report["summary"]] == [2, 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["quick-seed0", "quick-seed1", "speedrun-seed0",
                                                          "speedrun-seed1"]
+    # the same sweep again into the same folder would overwrite every run: refused up front
+    again = run_cli("sweep", "--presets", "quick,speedrun", "--seeds", "2", "--out", str(tmp_path),
+                    "--train-args", "--dry-run --device cpu")
+    assert again.returncode == 2 and "already holds a run (4 of this sweep's run directories do)" in again.stderr
 
 
 def test_a_failing_run_fails_the_sweep_but_not_the_others(tmp_path):

@@ -444,7 +444,8 @@ def cmd_sweep(args) -> int:
     import shlex
 
     from .config import preset_config
-    from .sweep import run_sweep
+    from .sweep import plan, run_sweep
+    from .train import holds_run
 
     presets = [p for p in args.presets.split(",") if p]
     extra = shlex.split(args.train_args)
@@ -453,7 +454,11 @@ def cmd_sweep(args) -> int:
         check_sweep_run(name, extra)
     if args.seeds < 1 or args.parallel < 1:
         raise CLIError("--seeds and --parallel must be at least 1")
-    out = Path(args.out) if args.out else Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(args.out) if args.out else fresh_run_dir(Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+    taken = [job.out for job in plan(presets, list(range(args.seeds)), out, extra) if holds_run(job.out)]
+    if taken:  # each run would refuse its directory: say it once, before any process starts
+        raise CLIError(f"{taken[0]} already holds a run ({len(taken)} of this sweep's run directories do); "
+                       "pass another --out")
     log = (lambda m: None) if args.json else (lambda m: print(m, flush=True))
     log(f"sweep: {len(presets)} preset(s) x {args.seeds} seed(s), {args.parallel} at a time, into {out}")
     report = run_sweep(presets, list(range(args.seeds)), out, args.parallel, extra, args.data_dir, log)
