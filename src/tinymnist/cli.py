@@ -7,6 +7,7 @@ error, never a traceback), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -17,6 +18,16 @@ EXIT_MISSED_TARGET, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 class CLIError(Exception):
     """Bad input: printed as one line, exit code 2."""
+
+
+@contextlib.contextmanager
+def os_errors_as(message: str):
+    """An OSError inside (a folder that cannot be written, a port in use) becomes the one-line
+    error ``message: reason``, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise CLIError(f"{message}: {exc.strerror or exc}") from None
 
 
 class Parser(argparse.ArgumentParser):
@@ -329,10 +340,9 @@ def cmd_predict(args) -> int:
 
     checkpoint = _checkpoint(args)
     model, meta = load_checkpoint(checkpoint, resolve_device(args.device))
-    try:  # unreadable images are per-file errors inside; an OSError here is the preview folder
+    # unreadable images are per-file errors inside; an OSError here is the preview folder
+    with os_errors_as(f"cannot write the previews to {args.show_preprocessed}"):
         predictions, errors = predict_files(model, args.images, args.show_preprocessed)
-    except OSError as exc:
-        raise CLIError(f"cannot write the previews to {args.show_preprocessed}: {exc.strerror or exc}") from None
     if args.json:
         emit_json({"checkpoint": str(checkpoint), "model": meta["model"],
                    "predictions": [p.to_dict() for p in predictions], "errors": [e.to_dict() for e in errors]})
@@ -393,11 +403,9 @@ def cmd_serve(args) -> int:
     meta["checkpoint"] = str(checkpoint)
     print(f"serving {meta['model']} from {checkpoint} at http://{args.host}:{args.port}/ (API docs at /docs)",
           file=sys.stderr, flush=True)
-    try:
+    with os_errors_as(f"cannot listen on {args.host}:{args.port}"):
         serve(model, meta, args.host, args.port, log_level="warning" if args.quiet else "info",
               workers=args.workers, backend=args.backend)
-    except OSError as exc:
-        raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     return 0
 
 
@@ -410,10 +418,8 @@ def cmd_report(args) -> int:
     model, meta = load_checkpoint(weights)
     out = Path(args.out) if args.out else weights.parent / "report"
     data = load_mnist(args.data_dir, fetch=True)
-    try:
+    with os_errors_as(f"cannot write the report to {out}"):
         summary = write_report(model, meta, data, out)
-    except OSError as exc:
-        raise CLIError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     if args.json:
         emit_json({"checkpoint": str(weights), **summary})
     else:
