@@ -224,7 +224,9 @@ def cmd_bench(args) -> int:
             preset_config(name)  # raises the library's own "unknown preset" error
         if args.seeds < 1:
             raise CLIError("--seeds must be at least 1")
-        overrides = {**({"dry_run": True} if args.dry_run else {}), **({"amp": args.amp} if args.amp else {})}
+        overrides = {"dry_run": True} if args.dry_run else {}
+        if args.amp:
+            overrides["amp"] = args.amp
         report = bench_speed(presets, list(range(args.seeds)), args.device, args.data_dir, log, **overrides)
         if not args.json:
             (print_speed_table if args.bench_command == "speed" else print_seed_table)(report)
@@ -449,25 +451,24 @@ def check_sweep_run(preset: str, extra: list[str]) -> None:
 def cmd_sweep(args) -> int:
     import shlex
 
-    from .config import preset_config
     from .sweep import plan, run_sweep
     from .train import holds_run
 
     presets = [p for p in args.presets.split(",") if p]
     extra = shlex.split(args.train_args)
-    for name in presets:
-        preset_config(name)  # the library's "unknown preset" error, before any process starts
+    for name in presets:  # an unknown preset or a bad flag: one error, before any process starts
         check_sweep_run(name, extra)
     if args.seeds < 1 or args.parallel < 1:
         raise CLIError("--seeds and --parallel must be at least 1")
+    seeds = list(range(args.seeds))
     out = Path(args.out) if args.out else fresh_run_dir(Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
-    taken = [job.out for job in plan(presets, list(range(args.seeds)), out, extra) if holds_run(job.out)]
+    taken = [job.out for job in plan(presets, seeds, out, extra) if holds_run(job.out)]
     if taken:  # each run would refuse its directory: say it once, before any process starts
         raise CLIError(f"{taken[0]} already holds a run ({len(taken)} of this sweep's run directories do); "
                        "pass another --out")
     log = (lambda m: None) if args.json else (lambda m: print(m, flush=True))
     log(f"sweep: {len(presets)} preset(s) x {args.seeds} seed(s), {args.parallel} at a time, into {out}")
-    report = run_sweep(presets, list(range(args.seeds)), out, args.parallel, extra, args.data_dir, log)
+    report = run_sweep(presets, seeds, out, args.parallel, extra, args.data_dir, log)
     if args.json:
         emit_json(report)
     else:
