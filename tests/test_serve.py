@@ -153,3 +153,48 @@ def test_slow_clients_do_not_block_the_server(live_server, mnist_arrays):
     finally:
         for s in stalled:
             s.close()
+
+
+def test_a_port_in_use_is_a_one_line_error(trained_checkpoint):
+    """Bound before the slow start-up: the CLI's one line and exit 2, not uvicorn's log and exit 3."""
+    import socket
+
+    from test_cli import assert_one_line_error, run_cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = run_cli("serve", "--checkpoint", str(trained_checkpoint), "--host", "127.0.0.1",
+                       "--port", str(port), "--backend", "torch")
+    assert_one_line_error(proc, f"cannot listen on 127.0.0.1:{port}", "in use")
+
+
+def test_port_0_serves_on_the_free_port_it_names(trained_checkpoint, mnist_arrays):
+    """`--port 0` takes any free port, and the start-up line gives the one taken, not 0."""
+    import re
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "tinymnist", "serve", "--checkpoint", str(trained_checkpoint),
+                             "--host", "127.0.0.1", "--port", "0", "--backend", "torch", "--quiet"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        match = re.search(r"at http://127\.0\.0\.1:(\d+)/", line)
+        assert match and int(match.group(1)) != 0, line
+        url = f"http://127.0.0.1:{match.group(1)}/api/health"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "server never answered"
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

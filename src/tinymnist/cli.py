@@ -391,7 +391,7 @@ def cmd_export(args) -> int:
 def cmd_serve(args) -> int:
     from .checkpoint import load_checkpoint
     try:
-        from .serve import serve
+        from .serve import listening_socket, serve
     except ImportError as exc:
         raise CLIError(f"serving needs the 'serve' extra ({exc.name} is missing): "
                        "pip install 'tinymnist[serve]'") from None
@@ -403,11 +403,10 @@ def cmd_serve(args) -> int:
     checkpoint = _checkpoint(args)
     model, meta = load_checkpoint(checkpoint, "cpu")
     meta["checkpoint"] = str(checkpoint)
-    print(f"serving {meta['model']} from {checkpoint} at http://{args.host}:{args.port}/ (API docs at /docs)",
-          file=sys.stderr, flush=True)
     with os_errors_as(f"cannot listen on {args.host}:{args.port}"):
-        serve(model, meta, args.host, args.port, log_level="warning" if args.quiet else "info",
-              workers=args.workers, backend=args.backend)
+        sock = listening_socket(args.host, args.port)
+    serve(model, meta, args.host, args.port, log_level="warning" if args.quiet else "info",
+          workers=args.workers, backend=args.backend, sock=sock)
     return 0
 
 

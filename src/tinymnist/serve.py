@@ -11,6 +11,7 @@ import contextlib
 import copy
 import json
 import math
+import socket
 import sys
 from importlib import resources
 from pathlib import Path
@@ -302,22 +303,52 @@ def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_B
     return app
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening.
+
+    `serve` binds before its slow start-up (the ONNX export, the worker processes), so that a
+    port already in use, or a host that does not resolve, is an OSError at once, which the CLI
+    prints as one line; left to uvicorn, the same failure is a logged error and its own exit code.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts reuse the port
+        sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's default backlog
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def serve(model: nn.Module, meta: dict, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
-          workers: int = 1, backend: str = "auto", cache_dir: str | Path | None = None) -> None:
+          workers: int = 1, backend: str = "auto", cache_dir: str | Path | None = None,
+          sock: socket.socket | None = None) -> None:
+    """Serve until Ctrl-C, on ``sock`` if given (from `listening_socket`), else on ``host:port``."""
     import uvicorn
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    torch.set_num_threads(1)  # single images: threads would only contend with the server's own
-    onnx = onnx_backend(model, meta, backend, cache_dir or default_cache_dir() / "onnx", log)
-    log(f"inference: {'onnxruntime' if onnx is not None else 'PyTorch'}, "
-        + (f"{workers} worker processes" if workers > 1 else "in the HTTP process"))
-    options = dict(host=host, port=port, log_level=log_level, timeout_keep_alive=5, limit_concurrency=256)
-    # one HTTP process; with --workers N the decoding and inference run in N worker processes
-    pool = InferencePool(meta["checkpoint"], workers, onnx=onnx) if workers > 1 else None
+    sock = sock or listening_socket(host, port)
     try:
-        uvicorn.run(create_app(model, meta, pool=pool, onnx=onnx), **options)
+        bound_port = sock.getsockname()[1]  # differs from `port` when that is 0 (any free port)
+        log(f"serving {meta['model']} from {meta.get('checkpoint', 'memory')} at http://{host}:{bound_port}/ "
+            "(API docs at /docs; Ctrl-C to stop)")
+        torch.set_num_threads(1)  # single images: threads would only contend with the server's own
+        onnx = onnx_backend(model, meta, backend, cache_dir or default_cache_dir() / "onnx", log)
+        log(f"inference: {'onnxruntime' if onnx is not None else 'PyTorch'}, "
+            + (f"{workers} worker processes" if workers > 1 else "in the HTTP process"))
+        # one HTTP process; with --workers N the decoding and inference run in N worker processes
+        pool = InferencePool(meta["checkpoint"], workers, onnx=onnx) if workers > 1 else None
+        try:
+            config = uvicorn.Config(create_app(model, meta, pool=pool, onnx=onnx), log_level=log_level,
+                                    timeout_keep_alive=5, limit_concurrency=256)
+            uvicorn.Server(config).run(sockets=[sock])
+        except KeyboardInterrupt:  # Ctrl-C: uvicorn has already shut down cleanly
+            pass
+        finally:
+            if pool is not None:
+                pool.close()
     finally:
-        if pool is not None:
-            pool.close()
+        sock.close()
