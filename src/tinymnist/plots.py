@@ -6,9 +6,20 @@ state or needs a display.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from matplotlib.figure import Figure
+
+from .fileio import atomic_write
+
+
+def save_png(fig: Figure, path: str | Path) -> Path:
+    """Render to memory, then write atomically: a figure cut off half-written (Ctrl-C, a full
+    disk) never replaces a good one from an earlier run."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return atomic_write(path, buffer.getvalue())
 
 
 def plot_curves(history: list[dict], path: str | Path) -> Path:
@@ -26,8 +37,7 @@ def plot_curves(history: list[dict], path: str | Path) -> Path:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return save_png(fig, path)
 
 
 def plot_confusion(confusion: list[list[int]], path: str | Path, title: str = "Confusion matrix") -> Path:
@@ -47,8 +57,7 @@ def plot_confusion(confusion: list[list[int]], path: str | Path, title: str = "C
             ax.text(p, t, str(counts[t, p]), ha="center", va="center", fontsize=8,
                     color="grey" if t == p else "black", fontweight=weight)
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title=title)
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return save_png(fig, path)
 
 
 def plot_per_class(per_class: list[float], path: str | Path, title: str = "Per-class accuracy") -> Path:
@@ -61,8 +70,7 @@ def plot_per_class(per_class: list[float], path: str | Path, title: str = "Per-c
     ax.set(xticks=range(10), xlabel="digit", ylabel="accuracy (%)", title=title,
            ylim=(max(0.0, low - (100 - low) * 0.5 - 0.5), 100.05))
     ax.grid(axis="y", alpha=0.3)
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return save_png(fig, path)
 
 
 def plot_misclassified(images, true, predicted, confidence, path: str | Path, columns: int = 10,
@@ -78,5 +86,4 @@ def plot_misclassified(images, true, predicted, confidence, path: str | Path, co
             ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
             ax.set_title(f"{true[i]}→{predicted[i]} ({confidence[i]:.0%})", fontsize=8)
     fig.suptitle(f"{title}: true→predicted (confidence)" + ("" if n else " (none)"))
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return save_png(fig, path)
