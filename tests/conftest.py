@@ -33,6 +33,14 @@ def small_mnist(mnist) -> MNIST:
                  mnist.test_images[:1000], mnist.test_labels[:1000])
 
 
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """A folder that cannot be made: its parent is a file (so even root cannot write there)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    return blocker / "out"
+
+
 @pytest.fixture(autouse=True)
 def _two_threads():
     # the suite's timings are irrelevant, but keep runs on a 2-core CI machine predictable

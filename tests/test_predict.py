@@ -68,18 +68,14 @@ def test_report_writes_the_three_figures(trained_checkpoint, tmp_path):
     assert summary["shown_misclassified"] == min(summary["errors"], 100)
 
 
-def test_report_into_an_unwritable_place_is_one_line(trained_checkpoint, tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    assert_one_line_error(run_cli("report", trained_checkpoint, "--out", str(blocker / "r")),
+def test_report_into_an_unwritable_place_is_one_line(trained_checkpoint, unwritable_dir):
+    assert_one_line_error(run_cli("report", trained_checkpoint, "--out", str(unwritable_dir)),
                           "cannot write the report to")
 
 
-def test_previews_into_an_unwritable_place_are_one_line(trained_checkpoint, tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
+def test_previews_into_an_unwritable_place_are_one_line(trained_checkpoint, tmp_path, unwritable_dir):
     digit = Image.new("L", (56, 56), 255)
     digit.paste(0, (24, 8, 32, 48))  # a stroke of ink: a "1"
     digit.save(tmp_path / "one.png")
     assert_one_line_error(run_cli("predict", str(tmp_path / "one.png"), "--checkpoint", trained_checkpoint,
-                                  "--show-preprocessed", str(blocker / "p")), "cannot write the previews to")
+                                  "--show-preprocessed", str(unwritable_dir)), "cannot write the previews to")

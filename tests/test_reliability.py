@@ -192,10 +192,8 @@ def test_a_failed_model_save_is_a_clear_error_and_resume_finishes_the_run(small_
     assert result.checkpoint and list(tmp_path.glob("mnist_model_*.safetensors"))
 
 
-def test_an_unwritable_output_directory_is_a_one_line_error(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    assert_one_line_error(run_cli("train", "--dry-run", "--out", str(blocker / "run")), "cannot write")
+def test_an_unwritable_output_directory_is_a_one_line_error(unwritable_dir):
+    assert_one_line_error(run_cli("train", "--dry-run", "--out", str(unwritable_dir)), "cannot write")
 
 
 # ---------------------------------------------------------------- loading never runs code

@@ -95,11 +95,9 @@ def test_a_short_run_of_every_preset_lowers_the_training_loss(name, small_mnist)
     assert losses[-1] < 0.9 * losses[0], losses
 
 
-def test_unwritable_output_directory_fails_before_training(tmp_path, small_mnist):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
+def test_unwritable_output_directory_fails_before_training(unwritable_dir, small_mnist):
     with pytest.raises(OutputDirError, match="cannot write"):
-        train(tiny(), data=small_mnist, out_dir=blocker / "run", progress=False, log=quiet)
+        train(tiny(), data=small_mnist, out_dir=unwritable_dir, progress=False, log=quiet)
 
 
 def test_presets_and_config_validation():
