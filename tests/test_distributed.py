@@ -95,6 +95,7 @@ def test_a_failing_run_fails_the_sweep_but_not_the_others(tmp_path):
 
 @pytest.mark.parametrize("train_args,message", [
     ("--dry-run --lr -1", "lr must be > 0"),
+    ("--lr=-1", "lr must be > 0"),  # one token that starts with a dash is still --train-args' value
     ("--dry-run --seed 5", "--train-args must not set --seed: the sweep sets it for every run"),
     ("--out elsewhere --preset quick", "must not set --preset, --out: the sweep sets them"),
 ])

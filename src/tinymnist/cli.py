@@ -646,6 +646,20 @@ def build_parser() -> Parser:
     return parser
 
 
+def glue_option_values(argv: list[str], options: tuple[str, ...] = ("--train-args",)) -> list[str]:
+    """``--train-args X`` -> ``--train-args=X``: argparse reads a lone value that starts with a
+    dash (``--train-args --amp``, or ``"--clean-epochs=2"``) as an option of its own, and refuses it."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in options and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .config import ConfigError
@@ -656,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(glue_option_values(sys.argv[1:] if argv is None else argv))
         if not getattr(args, "func", None):
             parser.print_help()
             return EXIT_BAD_INPUT
