@@ -144,6 +144,17 @@ def test_bench_accuracy_reports_every_seed(mnist_dir):
     result = json.loads(proc.stdout)["results"][0]
     assert result["model"] == "cnn8k" and result["seeds"] == [0, 1] and len(result["test_acc"]) == 2
     assert result["params"] < 8_000
+    assert "test_acc_tta" not in result
+
+
+def test_bench_accuracy_tta_adds_a_column_beside_the_plain_one(mnist_dir):
+    proc = run_cli("bench", "accuracy", "--model", "cnn8k", "--seeds", "2", "--dry-run", "--device", "cpu",
+                   "--data-dir", str(mnist_dir), "--tta")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()  # the log lines, then the table
+    assert any(line.startswith("seed") and line.endswith("with TTA") for line in lines)
+    assert lines[-1].startswith("with test-time augmentation")
+    assert "test-time" not in lines[-2]  # the plain mean ± std line stays, and stays first
 
 
 @pytest.mark.parametrize("flags,overrides", [([], {"dry_run": True}),

@@ -118,6 +118,9 @@ def bench_training(preset: str, seeds: list[int], data: MNIST, device: str = "au
     vals = [r.val_acc for r in runs if r.val_acc is not None]
     val_figures = ({"val_acc": vals, "val_acc_mean": mean_std(vals)[0], "val_acc_std": mean_std(vals)[1]}
                    if vals else {})
+    ttas = [r.test_acc_tta for r in runs if r.test_acc_tta is not None]
+    tta_figures = ({"test_acc_tta": ttas, "test_acc_tta_mean": mean_std(ttas)[0],
+                    "test_acc_tta_std": mean_std(ttas)[1]} if ttas else {})
     # When each run first crossed 99% (reported for comparison with recipes described that
     # way; nothing is selected by it: every accuracy above is the final epoch's).
     first_99 = [next(((h["epoch"], h["seconds"]) for h in r.history if h["test_acc"] >= 99.0), None)
@@ -134,6 +137,7 @@ def bench_training(preset: str, seeds: list[int], data: MNIST, device: str = "au
         "first_reached_99": [{"epoch": f[0], "train_seconds": f[1]} if f else None for f in first_99],
         "overrides": overrides,
         **val_figures,  # with --val-images: the figures to compare recipes on
+        **tta_figures,  # with --tta: beside the plain figures, never instead of them
     }
 
 
