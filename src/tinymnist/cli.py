@@ -661,8 +661,9 @@ def build_parser() -> Parser:
 
 
 def glue_option_values(argv: list[str], options: tuple[str, ...] = ("--train-args",)) -> list[str]:
-    """``--train-args X`` -> ``--train-args=X``: argparse reads a lone value that starts with a
-    dash (``--train-args --amp``, or ``"--clean-epochs=2"``) as an option of its own, and refuses it."""
+    """``--train-args X`` -> ``--train-args=X``: argparse reads a value that is one token and
+    starts with a dash (``--train-args --dry-run``, ``--train-args "--lr=0.02"``) as an option of
+    its own, and refuses it."""
     out, i = [], 0
     while i < len(argv):
         if argv[i] in options and i + 1 < len(argv):
