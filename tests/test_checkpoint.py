@@ -163,3 +163,19 @@ def test_dropout_is_not_part_of_the_layout_and_older_signatures_that_list_it_sti
     edit_sidecar(path, lambda meta: meta.update(layers=meta["layers"].replace("SiLU", "ReLU", 1)))
     with pytest.raises(CheckpointError, match="another layout"):
         load_checkpoint(path)
+
+
+def test_cnn8k_weights_from_before_its_anti_aliased_pools_are_refused(tmp_path, monkeypatch):
+    # the same tensors as today's cnn8k: only the pools differ, which no weight shape shows
+    from tinymnist import models
+
+    plain_pools = models.ModelInfo("cnn8k", lambda: models.pooled_cnn(8, 16, 16, 16, act=torch.nn.SiLU, dropout=0.0),
+                                   models.model_info("cnn8k").budget, "SiLU, plain max-pools")
+    with monkeypatch.context() as patch:
+        patch.setitem(models._REGISTRY, "cnn8k", plain_pools)
+        path = save_checkpoint(trained_like("cnn8k"), tmp_path / "old.safetensors", model_name="cnn8k", metadata={})
+        assert "MaxBlurPool" not in read_metadata(path)["layers"]
+    with pytest.raises(CheckpointError, match="another layout of model cnn8k"):
+        load_checkpoint(path)
+    fresh = save_checkpoint(trained_like("cnn8k"), tmp_path / "new.safetensors", model_name="cnn8k", metadata={})
+    assert "MaxBlurPool" in read_metadata(fresh)["layers"] and load_checkpoint(fresh)[1]["model"] == "cnn8k"

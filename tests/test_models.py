@@ -60,3 +60,33 @@ def test_speednet_stem_whitens_training_patches(small_mnist):
     flat = responses[:, :half].transpose(0, 1).flatten(1)
     correlation = torch.corrcoef(flat) - torch.eye(half)
     assert correlation.abs().max() < 0.1  # and decorrelated
+
+
+def test_max_blur_pool_halves_even_sizes_and_is_steadier_under_one_pixel_shifts():
+    from tinymnist.models import MaxBlurPool
+
+    pool = MaxBlurPool(3)
+    assert list(pool.parameters()) == [] and "blur" not in pool.state_dict()  # a constant, not a weight
+    for side in (28, 14):
+        assert pool(torch.randn(2, 3, side, side)).shape == (2, 3, side // 2, side // 2)
+    assert torch.allclose(pool(torch.full((1, 3, 14, 14), 2.5)), torch.full((1, 3, 7, 7), 2.5))
+    # what it is for: moving the input by one pixel moves the pooled map less than a plain max-pool's
+    torch.manual_seed(0)
+    x = torch.nn.functional.avg_pool2d(torch.randn(64, 3, 30, 30), 3, 1)  # smooth-ish 28x28 maps
+    moved = torch.roll(x, 1, dims=3)
+    plain = torch.nn.MaxPool2d(2)
+    change = lambda f: (f(moved)[..., 2:-2, 2:-2] - f(x)[..., 2:-2, 2:-2]).abs().mean()  # noqa: E731
+    assert change(pool) < 0.8 * change(plain)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_exports_to_onnx_with_the_same_answers(name, tmp_path):
+    import numpy as np
+
+    from tinymnist.export import export_onnx, onnx_runner
+
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    x = torch.randn(5, 1, 28, 28)
+    path = export_onnx(model, {"model": name}, tmp_path / f"{name}.onnx")
+    assert np.allclose(onnx_runner(path)(x.numpy()), model(x).detach().numpy(), atol=1e-4)

@@ -96,13 +96,35 @@ def layer_signature(model: nn.Module) -> str:
 
 # ---------------------------------------------------------------- building blocks
 
+class MaxBlurPool(nn.Module):
+    """Anti-aliased 2x down-sampling (Zhang, "Making convolutional networks shift-invariant
+    again", 2019): the max of each 2x2 window at stride 1, then a fixed [1 2 1]x[1 2 1]/16 blur
+    at stride 2. A plain 2x2 max-pool at stride 2 aliases: moving a digit by one pixel can
+    change what it keeps. The blur is a constant (a buffer, not saved, not learned), so the
+    parameter count is unchanged. For even sizes (28, 14): it halves them, like MaxPool2d(2).
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        blur = (torch.outer(taps, taps) / taps.sum() ** 2).expand(channels, 1, 3, 3).contiguous()
+        self.register_buffer("blur", blur, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.max_pool2d(nn.functional.pad(x, (0, 1, 0, 1), mode="replicate"), 2, 1)
+        x = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        return nn.functional.conv2d(x, self.blur, stride=2, groups=self.blur.shape[0])
+
+
 def conv_bn(cin: int, cout: int, *, kernel: int = 3, stride: int = 1, pool: bool = False,
-            dropout: float = 0.0, act: Callable[..., nn.Module] = nn.ReLU) -> nn.Sequential:
-    """conv (no bias: BatchNorm has one) [-> max-pool 2] -> BatchNorm -> ``act`` (ReLU) [-> Dropout]."""
+            dropout: float = 0.0, act: Callable[..., nn.Module] = nn.ReLU,
+            anti_alias: bool = False) -> nn.Sequential:
+    """conv (no bias: BatchNorm has one) [-> max-pool 2] -> BatchNorm -> ``act`` (ReLU) [-> Dropout].
+    ``anti_alias`` pools with MaxBlurPool instead of MaxPool2d(2)."""
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2 if stride == 1
                                          else (kernel - stride + 1) // 2, bias=False)]
     if pool:
-        layers.append(nn.MaxPool2d(2))
+        layers.append(MaxBlurPool(cout) if anti_alias else nn.MaxPool2d(2))
     layers += [nn.BatchNorm2d(cout), act(inplace=True)]
     if dropout:
         layers.append(nn.Dropout(dropout))
@@ -155,12 +177,13 @@ def seednet() -> nn.Module:
 
 
 def pooled_cnn(c1: int, c2: int, c3: int, c4: int, *, act: Callable[..., nn.Module] = nn.ReLU,
-               dropout: float = 0.05) -> nn.Sequential:
-    """Four 3x3 convs: c1 at 28x28 then pool, c2 and c3 at 14x14 then pool, c4 at 7x7."""
+               dropout: float = 0.05, anti_alias: bool = False) -> nn.Sequential:
+    """Four 3x3 convs: c1 at 28x28 then pool, c2 and c3 at 14x14 then pool, c4 at 7x7.
+    ``anti_alias``: the two pools between them are MaxBlurPools (the head's stays a max-pool)."""
     return nn.Sequential(
-        conv_bn(1, c1, pool=True, act=act),  # (B, c1, 14, 14)
+        conv_bn(1, c1, pool=True, act=act, anti_alias=anti_alias),  # (B, c1, 14, 14)
         conv_bn(c1, c2, act=act),
-        conv_bn(c2, c3, pool=True, act=act),  # (B, c3, 7, 7)
+        conv_bn(c2, c3, pool=True, act=act, anti_alias=anti_alias),  # (B, c3, 7, 7)
         conv_bn(c3, c4, act=act),
         PooledLinearHead(c4, dropout=dropout),  # (B, c4 * 3 * 3) -> (B, 10)
     )
@@ -173,14 +196,19 @@ def cnn20k() -> nn.Module:
 
 
 @register_model("cnn8k", budget=8_000,
-                description="cnn20k's shape at 8-16 channels: convs 8-16-16-16, SiLU, pooled linear head")
+                description="cnn20k's shape at 8-16 channels: convs 8-16-16-16, SiLU, anti-aliased pools, "
+                "pooled linear head")
 def cnn8k() -> nn.Module:
     # SiLU and no dropout, trained by its preset with milder augmentation and 2 clean epochs:
     # 99.48% against 99.39% for the ReLU net with dropout 0.05 under cnn20k's augmentation,
     # on 10,000 held-out training images (seeds 0-5, better on each). SiLU and no dropout
     # alone scored 99.42% against 99.38% (seeds 0-3), and milder augmentation alone or clean
     # epochs alone no better than the old preset (the README has each).
-    return pooled_cnn(8, 16, 16, 16, act=nn.SiLU, dropout=0.0)
+    # Anti-aliased pools (MaxBlurPool) in the body: 99.53% against 99.47% on the same held-out
+    # images (seeds 0-5, better on five; Zen 5), for 1.45x the training time. Tried because one
+    # pixel of shift cost the net 0.03-0.19 points; the head's pool stays plain (blurred too,
+    # 99.48% on seeds 0-3), and cnn20k gained nothing from it (seeds 0-1).
+    return pooled_cnn(8, 16, 16, 16, act=nn.SiLU, dropout=0.0, anti_alias=True)
 
 
 @register_model("cnn2k", budget=2_000,
