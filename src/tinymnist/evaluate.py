@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -48,10 +49,10 @@ def predict_logits(model: nn.Module, images_u8: torch.Tensor, batch_size: int = 
     With ``tta``, the log of the mean softmax over the image and its TTA_SHIFTS: log-probabilities,
     which argmax and cross-entropy read as they read logits.
     """
-    if tta:
-        probs = sum(predict_logits(model, shift_images(images_u8, dy, dx), batch_size, channels_last).softmax(1)
-                    for dy, dx in TTA_SHIFTS)
-        return (probs / len(TTA_SHIFTS)).log()
+    if tta:  # in log space (logsumexp), so that a confident wrong answer gives a finite loss, not log(0)
+        log_probs = torch.stack([predict_logits(model, shift_images(images_u8, dy, dx), batch_size,
+                                                channels_last).log_softmax(1) for dy, dx in TTA_SHIFTS])
+        return log_probs.logsumexp(0) - math.log(len(TTA_SHIFTS))
     was_training = model.training
     if was_training:  # switching walks every submodule: skip it on the single-image hot path
         model.eval()
