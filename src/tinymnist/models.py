@@ -101,7 +101,9 @@ class MaxBlurPool(nn.Module):
     again", 2019): the max of each 2x2 window at stride 1, then a fixed [1 2 1]x[1 2 1]/16 blur
     at stride 2. A plain 2x2 max-pool at stride 2 aliases: moving a digit by one pixel can
     change what it keeps. The blur is a constant (a buffer, not saved, not learned), so the
-    parameter count is unchanged. For even sizes (28, 14): it halves them, like MaxPool2d(2).
+    parameter count is unchanged. Made for even sizes (28, 14), which it halves as MaxPool2d(2)
+    does; an odd size would round up, not down. The FLOP counter leaves it out, as it leaves
+    out every pool.
     """
 
     def __init__(self, channels: int):
