@@ -7,27 +7,18 @@ error, never a traceback), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
 from pathlib import Path
+
+from .fileio import os_errors_as
 
 EXIT_MISSED_TARGET, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 
 class CLIError(Exception):
     """Bad input: printed as one line, exit code 2."""
-
-
-@contextlib.contextmanager
-def os_errors_as(message: str):
-    """An OSError inside (a folder that cannot be written, a port in use) becomes the one-line
-    error ``message: reason``, not a traceback."""
-    try:
-        yield
-    except OSError as exc:
-        raise CLIError(f"{message}: {exc.strerror or exc}") from None
 
 
 class Parser(argparse.ArgumentParser):
@@ -353,7 +344,7 @@ def cmd_predict(args) -> int:
     checkpoint = _checkpoint(args)
     model, meta = load_checkpoint(checkpoint, resolve_device(args.device))
     # unreadable images are per-file errors inside; an OSError here is the preview folder
-    with os_errors_as(f"cannot write the previews to {args.show_preprocessed}"):
+    with os_errors_as(CLIError, f"cannot write the previews to {args.show_preprocessed}"):
         predictions, errors = predict_files(model, args.images, args.show_preprocessed)
     if args.json:
         emit_json({"checkpoint": str(checkpoint), "model": meta["model"],
@@ -413,7 +404,7 @@ def cmd_serve(args) -> int:
     checkpoint = _checkpoint(args)
     model, meta = load_checkpoint(checkpoint, "cpu")
     meta["checkpoint"] = str(checkpoint)
-    with os_errors_as(f"cannot listen on {args.host}:{args.port}"):
+    with os_errors_as(CLIError, f"cannot listen on {args.host}:{args.port}"):
         sock = listening_socket(args.host, args.port)
     serve(model, meta, args.host, args.port, log_level="warning" if args.quiet else "info",
           workers=args.workers, backend=args.backend, sock=sock)
@@ -429,7 +420,7 @@ def cmd_report(args) -> int:
     model, meta = load_checkpoint(weights)
     out = Path(args.out) if args.out else weights.parent / "report"
     data = load_mnist(args.data_dir, fetch=True)
-    with os_errors_as(f"cannot write the report to {out}"):
+    with os_errors_as(CLIError, f"cannot write the report to {out}"):
         summary = write_report(model, meta, data, out)
     if args.json:
         emit_json({"checkpoint": str(weights), **summary})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -33,3 +34,13 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def os_errors_as(error: type[Exception], message: str, note: str = ""):
+    """An OSError inside (a full disk, a folder that cannot be made, a port in use) becomes
+    ``error("message: reason" + note)``: the one clear line the user sees, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise error(f"{message}: {exc.strerror or exc}{note}") from None

@@ -33,7 +33,7 @@ from .checkpoint import (RESUME_FILE, load_resume_state, restore_resume_state, s
 from .config import ConfigError, TrainConfig
 from .data import MNIST, load_mnist
 from .evaluate import EvalResult, evaluate
-from .fileio import atomic_write
+from .fileio import atomic_write, os_errors_as
 from .models import count_parameters, create_model
 from .optim import build_optimizer
 
@@ -379,15 +379,10 @@ class stop_requests:
 
 # ---------------------------------------------------------------- run outputs
 
-@contextlib.contextmanager
 def writing(path: Path):
     """A failed write (a full disk, a vanished directory) as one clear error, not a traceback.
     Every file is written atomically, so what the run had saved before is still there."""
-    try:
-        yield
-    except OSError as exc:
-        raise OutputDirError(f"cannot write {path}: {exc.strerror or exc} "
-                             "(the previous state, if any, is intact)") from None
+    return os_errors_as(OutputDirError, f"cannot write {path}", " (the previous state, if any, is intact)")
 
 
 def holds_run(directory: Path) -> bool:
@@ -405,11 +400,9 @@ def prepare_out_dir(out_dir: str | Path, config: TrainConfig, resume: bool = Fal
     if not resume and out.is_dir() and holds_run(out):
         raise OutputDirError(f"{out} already holds a run; pass another --out (or `--resume {out}` to continue "
                              "a stopped one); nothing was written")
-    try:
+    with os_errors_as(OutputDirError, f"cannot write to output directory {out}"):
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.json", config.to_json() + "\n")
-    except OSError as exc:
-        raise OutputDirError(f"cannot write to output directory {out}: {exc.strerror or exc}") from None
     return out
 
 
