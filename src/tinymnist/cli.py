@@ -94,9 +94,16 @@ def cmd_train(args) -> int:
         lambda msg: print(msg, file=sys.stderr if args.json else sys.stdout, flush=True))
     result = train(config, data_dir=args.data_dir, out_dir=out, progress=not args.quiet, log=log,
                    resume=bool(args.resume))
-    if result.rank != 0:  # under torchrun the other ranks stay silent: rank 0 reports for all
-        return 0
-    if args.json:
+    # under torchrun the other ranks stay silent: rank 0 reports for all
+    code = report_train(result, config, args.json) if result.rank == 0 else 0
+    if result.world_size > 1:
+        from .distributed import exit_rank
+        exit_rank(code)  # does not return: see why there
+    return code
+
+
+def report_train(result, config, as_json: bool) -> int:
+    if as_json:
         summary = {k: v for k, v in result.to_dict().items() if k not in ("history", "evaluation")}
         summary["per_class_acc"] = result.evaluation["per_class_acc"]
         emit_json(summary)
