@@ -106,3 +106,14 @@ def test_sweep_refuses_bad_train_args_before_any_run(tmp_path, train_args, messa
                    "--train-args", train_args, cwd=tmp_path)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()  # no run was started
+
+
+def test_exit_rank_flushes_what_was_printed_and_keeps_the_exit_code():
+    # os._exit skips the interpreter's shutdown, which is what flushes a piped stdout: exit_rank
+    # must flush first, or rank 0's JSON line would be lost
+    code = ("import sys; from tinymnist.distributed import exit_rank; "
+            "print('{\"ok\": 1}'); sys.stderr.write('note'); exit_rank(3); print('never')")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a buffered, piped stdout
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 3
+    assert proc.stdout == '{"ok": 1}\n' and proc.stderr == "note"
