@@ -229,7 +229,7 @@ def cmd_bench(args) -> int:
         overrides = {"dry_run": True} if args.dry_run else {}
         if args.amp:
             overrides["amp"] = args.amp
-        if getattr(args, "tta", False):
+        if args.bench_command == "accuracy" and args.tta:  # only `accuracy` has --tta
             overrides["tta"] = True
         report = bench_speed(presets, list(range(args.seeds)), args.device, args.data_dir, log, **overrides)
         if not args.json:
