@@ -99,6 +99,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def spread(key: str, values: list[float]) -> dict:
+    """``{key: values, key_mean: ..., key_std: ...}``, or nothing when no run reported the figure."""
+    if not values:
+        return {}
+    mean, std = mean_std(values)
+    return {key: values, f"{key}_mean": mean, f"{key}_std": std}
+
+
 def bench_training(preset: str, seeds: list[int], data: MNIST, device: str = "auto", peak_gflops: float = 0.0,
                    log=lambda msg: None, **overrides) -> dict:
     """Train ``preset`` once per seed; accuracy as mean ± std of the final epochs, time as median."""
@@ -115,12 +123,8 @@ def bench_training(preset: str, seeds: list[int], data: MNIST, device: str = "au
     median_s = statistics.median(secs)
     achieved = TRAIN_FLOPS_PER_FORWARD * flops * images / median_s / 1e9
     mean, std = mean_std(accs)
-    vals = [r.val_acc for r in runs if r.val_acc is not None]
-    val_figures = ({"val_acc": vals, "val_acc_mean": mean_std(vals)[0], "val_acc_std": mean_std(vals)[1]}
-                   if vals else {})
-    ttas = [r.test_acc_tta for r in runs if r.test_acc_tta is not None]
-    tta_figures = ({"test_acc_tta": ttas, "test_acc_tta_mean": mean_std(ttas)[0],
-                    "test_acc_tta_std": mean_std(ttas)[1]} if ttas else {})
+    val_figures = spread("val_acc", [r.val_acc for r in runs if r.val_acc is not None])
+    tta_figures = spread("test_acc_tta", [r.test_acc_tta for r in runs if r.test_acc_tta is not None])
     # When each run first crossed 99% (reported for comparison with recipes described that
     # way; nothing is selected by it: every accuracy above is the final epoch's).
     first_99 = [next(((h["epoch"], h["seconds"]) for h in r.history if h["test_acc"] >= 99.0), None)
