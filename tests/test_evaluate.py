@@ -39,7 +39,6 @@ def test_tta_is_the_log_of_the_mean_softmax_over_the_shifts():
     assert result.loss == pytest.approx(nn.functional.nll_loss(expected, labels).item(), abs=1e-5)
 
 
-
 class Certain(nn.Module):
     """Says 3 with a logit margin of 400, whatever the image: softmax gives the rest exactly 0."""
 
@@ -54,6 +53,7 @@ def test_tta_loss_of_a_certain_wrong_answer_is_finite_as_without_tta():
     plain, tta = evaluate(Certain(), images, labels), evaluate(Certain(), images, labels, tta=True)
     assert tta.loss == pytest.approx(plain.loss) and plain.loss == pytest.approx(200.0)  # not log(0)
     assert tta.correct == plain.correct == 2
+
 
 def test_train_with_tta_reports_it_beside_an_unchanged_headline(small_mnist):
     from test_train import quiet, tiny
