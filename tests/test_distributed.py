@@ -66,6 +66,29 @@ def test_two_gloo_processes_under_torchrun_match_one_process(mnist, tmp_path):
     assert not list(out.glob(".*.tmp"))
 
 
+
+def test_a_refused_out_dir_under_torchrun_stops_every_rank_without_a_traceback(mnist, tmp_path):
+    # rank 0 alone checks --out; before, rank 1 waited in a collective and died there with
+    # gloo's "Connection closed by peer" traceback once rank 0 had exited
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "tinymnist", "train", "--preset", "speedrun", "--device", "cpu", "--dry-run",
+                           "--out", str(out), "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("tinymnist: error:")]
+    refused = [line for line in ours if "already holds a run" in line]  # rank 0's, first or second
+    assert len(refused) == 1 and refused[0].endswith(
+        "; pass another --out (or `--resume " + str(out) + "` to continue a stopped one); nothing was written")
+    # rank 1 says why it stops in one line too (unless torchrun ended it first, once rank 0 failed)
+    assert [line for line in ours if line not in refused] in (
+        [], ["tinymnist: error: rank 0 stopped with an error (its message is above); rank 1 stops too"]), proc.stderr
+    assert "exitcode  : 2" in proc.stderr  # rank 0: bad input
+    assert "[rank1]" not in proc.stderr and "Connection closed" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"] and (out / "config.json").read_text() == "{}"
+
 def test_sweep_runs_presets_and_seeds_in_parallel_and_collects_them(tmp_path):
     proc = run_cli("sweep", "--presets", "quick,speedrun", "--seeds", "2", "--parallel", "2", "--out",
                    str(tmp_path), "--train-args", "--dry-run --device cpu", "--json")
@@ -117,3 +140,15 @@ def test_exit_rank_flushes_what_was_printed_and_keeps_the_exit_code():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 3
     assert proc.stdout == '{"ok": 1}\n' and proc.stderr == "note"
+
+
+def test_exit_rank_keeps_the_exit_code_when_the_reader_of_stdout_is_gone():
+    # `torchrun ... | head`: the flush meets a closed pipe, and the rank must still end with its code
+    code = ("import sys, time; from tinymnist.distributed import exit_rank; "
+            "time.sleep(1); sys.stdout.write('x' * 100); exit_rank(3)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader goes away before anything was flushed
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 3
+    assert "Traceback" not in stderr, stderr

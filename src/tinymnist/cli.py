@@ -95,11 +95,7 @@ def cmd_train(args) -> int:
     result = train(config, data_dir=args.data_dir, out_dir=out, progress=not args.quiet, log=log,
                    resume=bool(args.resume))
     # under torchrun the other ranks stay silent: rank 0 reports for all
-    code = report_train(result, config, args.json) if result.rank == 0 else 0
-    if result.world_size > 1:
-        from .distributed import exit_rank
-        exit_rank(code)  # does not return: see why there
-    return code
+    return report_train(result, config, args.json) if result.rank == 0 else 0
 
 
 def report_train(result, config, as_json: bool) -> int:
@@ -673,36 +669,47 @@ def glue_option_values(argv: list[str], options: tuple[str, ...] = ("--train-arg
     return out
 
 
+def say(line: str) -> None:
+    """One line to stderr in one write: torchrun's ranks share the stream, and a print() of the
+    text and then of its newline (two writes when unbuffered) lets another rank's line in between."""
+    sys.stderr.write(line + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .config import ConfigError
     from .data import DataError
+    from .distributed import RankStopped, context_from_env, exit_rank
     from .export import ExportError
     from .models import UnknownModelError
     from .train import Interrupted, OutputDirError, TrainingError
 
     parser = build_parser()
+    args = None
     try:
         args = parser.parse_args(glue_option_values(sys.argv[1:] if argv is None else argv))
         if not getattr(args, "func", None):
             parser.print_help()
             return EXIT_BAD_INPUT
-        return args.func(args)
+        code = args.func(args)
     except (CLIError, ConfigError, DataError, CheckpointError, UnknownModelError, OutputDirError,
             ExportError) as exc:
-        print(f"tinymnist: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        say(f"tinymnist: error: {exc}")
+        code = EXIT_BAD_INPUT
     except Interrupted as exc:  # Ctrl-C or SIGTERM during training: the state was saved first
-        print(f"tinymnist: interrupted: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except TrainingError as exc:  # e.g. the loss diverged: the input was fine, the run failed
-        print(f"tinymnist: error: {exc}", file=sys.stderr)
-        return EXIT_MISSED_TARGET
+        say(f"tinymnist: interrupted: {exc}")
+        code = EXIT_INTERRUPTED
+    except (TrainingError, RankStopped) as exc:  # e.g. the loss diverged: the input was fine, the run failed
+        say(f"tinymnist: error: {exc}")
+        code = EXIT_MISSED_TARGET
     except KeyboardInterrupt:
-        print("tinymnist: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        say("tinymnist: interrupted")
+        code = EXIT_INTERRUPTED
     except BrokenPipeError:  # `tinymnist ... | head` closed our stdout
-        return 0
+        code = 0
+    if getattr(args, "func", None) is cmd_train and context_from_env().enabled:
+        exit_rank(code)  # a torchrun rank ends here, after a good run or an error: see why there
+    return code
 
 
 if __name__ == "__main__":

@@ -72,12 +72,19 @@ def exit_rank(code: int):
     that asks for it during shutdown is ended, and the rank aborts ("terminate called without
     an active exception", SIGABRT) after a run that succeeded. Seen here in 3 of 41 runs of
     the torchrun test on a busy 2-core machine, and once in CI. Destroying the process group
-    does not stop those threads (DDP keeps the group alive), so the process ends before
-    shutdown instead. Everything the run writes is written and closed by then; only the
-    standard streams still need flushing.
+    does not stop those threads once a DDP Reducer has been built on it, even after the
+    Reducer is deleted (the group's worker threads outlive ``destroy_process_group``; without
+    a Reducer they are joined), and a rank that fails with an error never reaches the
+    teardown at all. So every rank ends here instead, after a good run or an error. The same
+    crash at shutdown is known upstream (pytorch/pytorch#179291, an atexit teardown, closed
+    unmerged). Everything the run writes is written and closed by then; only the standard
+    streams still need flushing.
     """
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away (`| head`), a closed stream
+            pass
     os._exit(code)
 
 
@@ -100,14 +107,35 @@ def shard(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     return batch[start:(rank + 1) * n // world_size]
 
 
-def main_first(ctx: Context, load):
+class RankStopped(RuntimeError):
+    """Rank 0 failed (and said why itself); the other ranks stop with this one-line reason."""
+
+
+def on_main(ctx: Context, work, device: torch.device):
+    """``work()`` on rank 0 alone, the others waiting for it; returns its result there and None
+    on the others. Should it raise (an output folder that already holds a run, data that cannot
+    be read), the others learn so and raise ``RankStopped`` instead of dying with a traceback
+    in their next collective when rank 0's process is gone. ``device``: this rank's (nccl
+    broadcasts from CUDA memory only)."""
+    if not ctx.enabled:
+        return work()
+    failed = torch.zeros(1, device=device)
+    result = None
+    if ctx.is_main:
+        try:
+            result = work()
+        except BaseException:
+            failed += 1
+            dist.broadcast(failed, 0)
+            raise
+    dist.broadcast(failed, 0)
+    if failed.item():
+        raise RankStopped(f"rank 0 stopped with an error (its message is above); rank {ctx.rank} stops too")
+    return result
+
+
+def main_first(ctx: Context, load, device: torch.device):
     """Run ``load(fetch)`` on rank 0 first (it may download and cache), then on the others
     from the cache it left, so that only one process ever fetches."""
-    if not ctx.enabled:
-        return load(True)
-    if ctx.is_main:
-        result = load(True)
-        dist.barrier()
-        return result
-    dist.barrier()
-    return load(False)
+    result = on_main(ctx, lambda: load(True), device)
+    return result if ctx.is_main else load(False)

@@ -143,9 +143,12 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
     device = distributed.setup(ctx, resolve_device(config.device))
     if not ctx.is_main:  # rank 0 alone prints and writes
         out_dir, log, progress = None, (lambda msg: None), False
-    out = prepare_out_dir(out_dir, config, resume) if out_dir is not None else None
+    # what rank 0 alone does before the first collective: should it fail, the others stop cleanly
+    out = distributed.on_main(ctx, lambda: None if out_dir is None else prepare_out_dir(out_dir, config, resume),
+                              device)
     saved = load_resume_state(out) if resume and out is not None else None
-    data = (data or distributed.main_first(ctx, lambda fetch: load_mnist(data_dir, fetch=fetch))).to(device)
+    data = data or distributed.main_first(ctx, lambda fetch: load_mnist(data_dir, fetch=fetch), device)
+    data = data.to(device)
     train_x, train_y, val_x, val_y = split_validation(data, config.val_images, config.batch_size)
     torch.manual_seed(config.seed)  # model init (the same on every rank) and dropout
     generator = torch.Generator(device=device).manual_seed(config.seed)  # permutation (and augmentation)
@@ -194,6 +197,25 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
         with writing(out / RESUME_FILE):
             save_resume_state(out, net, optimizer, schedule, ema, generator, config, epoch, step,
                               history, train_seconds, partial_epoch)
+
+    def end_epoch(epoch: int, epoch_steps: int, loss_sum: torch.Tensor, correct: torch.Tensor) -> EvalResult:
+        train_loss = loss_sum.item() / epoch_steps
+        result = evaluate(ema.module if ema else net, data.test_images, data.test_labels,
+                          config.eval_batch_size, config.channels_last)
+        history.append({"epoch": round(step / steps_per_epoch, 4), "step": step, "train_loss": train_loss,
+                        "train_acc": 100.0 * correct.item() / (epoch_steps * config.batch_size),
+                        "test_loss": result.loss, "test_acc": result.accuracy,
+                        "lr": schedule.get_last_lr()[0], "seconds": train_seconds})
+        if val_x is not None:
+            val = evaluate(ema.module if ema else net, val_x, val_y, config.eval_batch_size, config.channels_last)
+            history[-1].update(val_loss=val.loss, val_acc=val.accuracy)
+        log(f"epoch {epoch}/{n_epochs}  loss {train_loss:.4f}  train {history[-1]['train_acc']:.2f}%  "
+            f"test {result.accuracy:.2f}%  {train_seconds:.1f}s")
+        if out is not None:
+            with writing(out / "metrics.json"):
+                write_metrics(history, out)
+            snapshot(epoch + 1)
+        return result
 
     result = None
     # a signal-time save in one rank would leave the others waiting in a collective: ranks just stop
@@ -246,27 +268,11 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
             distributed.all_reduce_sum(ctx, loss_sum)  # the epoch's figures over the whole global batch
             distributed.all_reduce_sum(ctx, correct)
             check_finite(loss_sum, epoch, step, out)
-            if not ctx.is_main:  # rank 0 evaluates on all 10,000 test images; the others go on
-                continue
-            train_loss = loss_sum.item() / epoch_steps
-            result = evaluate(ema.module if ema else net, data.test_images, data.test_labels,
-                              config.eval_batch_size, config.channels_last)
-            history.append({"epoch": round(step / steps_per_epoch, 4), "step": step, "train_loss": train_loss,
-                            "train_acc": 100.0 * correct.item() / (epoch_steps * config.batch_size),
-                            "test_loss": result.loss, "test_acc": result.accuracy,
-                            "lr": schedule.get_last_lr()[0], "seconds": train_seconds})
-            if val_x is not None:
-                val = evaluate(ema.module if ema else net, val_x, val_y, config.eval_batch_size, config.channels_last)
-                history[-1].update(val_loss=val.loss, val_acc=val.accuracy)
-            log(f"epoch {epoch}/{n_epochs}  loss {train_loss:.4f}  train {history[-1]['train_acc']:.2f}%  "
-                f"test {result.accuracy:.2f}%  {train_seconds:.1f}s")
-            if out is not None:
-                with writing(out / "metrics.json"):
-                    write_metrics(history, out)
-                snapshot(epoch + 1)
+            # rank 0 alone evaluates on all 10,000 test images and writes; the others wait for it
+            result = distributed.on_main(ctx, lambda: end_epoch(epoch, epoch_steps, loss_sum, correct), device)
 
     final_model = ema.module if ema else net
-    passed, checkpoint = True, None  # ranks other than 0 report nothing of their own
+    passed = True  # ranks other than 0 report nothing of their own
     test_tta = val_tta = None
     if ctx.is_main:
         if result is None:  # resumed a run that had already finished its last epoch
@@ -280,9 +286,14 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
                                                           config.channels_last, tta=True).accuracy
             log(f"with test-time augmentation (the image and 4 one-pixel shifts): test {test_tta:.2f}%"
                 + ("" if val_tta is None else f", validation {val_tta:.2f}%"))
-        if out is not None:
-            with writing(out):
-                checkpoint = str(save_run(final_model, config, result, history, passed, params, train_seconds, out))
+
+    def save() -> str | None:
+        if out is None:
+            return None
+        with writing(out):
+            return str(save_run(final_model, config, result, history, passed, params, train_seconds, out))
+
+    checkpoint = distributed.on_main(ctx, save, device)  # should saving fail, the other ranks stop cleanly
     distributed.teardown(ctx)
     return TrainResult(
         test_acc=result.accuracy if result else float("nan"), params=params, model=config.model,
