@@ -14,6 +14,7 @@ statistics are computed per rank on its share of the batch (as with plain DDP).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -126,7 +127,8 @@ def on_main(ctx: Context, work, device: torch.device):
             result = work()
         except BaseException:
             failed += 1
-            dist.broadcast(failed, 0)
+            with contextlib.suppress(Exception):  # should the others be gone, rank 0's own error still comes out
+                dist.broadcast(failed, 0)
             raise
     dist.broadcast(failed, 0)
     if failed.item():
