@@ -82,10 +82,8 @@ def exit_rank(code: int):
     streams still need flushing.
     """
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a reader that went away (`| head`), a closed stream
             stream.flush()
-        except (OSError, ValueError):  # a reader that went away (`| head`), a closed stream
-            pass
     os._exit(code)
 
 
