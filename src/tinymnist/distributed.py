@@ -87,11 +87,6 @@ def exit_rank(code: int):
     os._exit(code)
 
 
-def barrier(ctx: Context) -> None:
-    if ctx.enabled:
-        dist.barrier()
-
-
 def all_reduce_sum(ctx: Context, tensor: torch.Tensor) -> torch.Tensor:
     if ctx.enabled:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
