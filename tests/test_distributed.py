@@ -43,14 +43,18 @@ def test_without_torchrun_nothing_distributed_happens(small_mnist, monkeypatch):
     assert result.world_size == 1 and not dist.is_initialized()
 
 
+def torchrun_train(*args: str, timeout: int) -> subprocess.CompletedProcess:
+    """`tinymnist train --preset speedrun --device cpu ARGS` as two gloo ranks under torchrun."""
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "tinymnist", "train", "--preset", "speedrun", "--device", "cpu", *args],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=timeout)
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_under_torchrun_match_one_process(mnist, tmp_path):
     single = train(preset_config("speedrun", device="cpu"), data=mnist, progress=False, log=lambda m: None)
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "tinymnist", "train", "--preset", "speedrun", "--device", "cpu", "--out", str(out),
-                           "--json", "--quiet"], capture_output=True, text=True, env=env, timeout=600)
+    proc = torchrun_train("--out", str(out), "--json", "--quiet", timeout=600)
     # the ranks' own messages come first, torchrun's report of their failure last
     assert proc.returncode == 0, proc.stderr[:3000] + "\n[...]\n" + proc.stderr[-1000:]
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
@@ -66,17 +70,13 @@ def test_two_gloo_processes_under_torchrun_match_one_process(mnist, tmp_path):
     assert not list(out.glob(".*.tmp"))
 
 
-
 def test_a_refused_out_dir_under_torchrun_stops_every_rank_without_a_traceback(mnist, tmp_path):
     # rank 0 alone checks --out; before, rank 1 waited in a collective and died there with
     # gloo's "Connection closed by peer" traceback once rank 0 had exited
     out = tmp_path / "taken"
     out.mkdir()
     (out / "config.json").write_text("{}")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "tinymnist", "train", "--preset", "speedrun", "--device", "cpu", "--dry-run",
-                           "--out", str(out), "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    proc = torchrun_train("--dry-run", "--out", str(out), "--quiet", timeout=300)
     assert proc.returncode != 0
     ours = [line for line in proc.stderr.splitlines() if line.startswith("tinymnist: error:")]
     refused = [line for line in ours if "already holds a run" in line]  # rank 0's, first or second
@@ -88,6 +88,7 @@ def test_a_refused_out_dir_under_torchrun_stops_every_rank_without_a_traceback(m
     assert "exitcode  : 2" in proc.stderr  # rank 0: bad input
     assert "[rank1]" not in proc.stderr and "Connection closed" not in proc.stderr, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["config.json"] and (out / "config.json").read_text() == "{}"
+
 
 def test_sweep_runs_presets_and_seeds_in_parallel_and_collects_them(tmp_path):
     proc = run_cli("sweep", "--presets", "quick,speedrun", "--seeds", "2", "--parallel", "2", "--out",
