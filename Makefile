@@ -21,7 +21,7 @@ $(VENV)/.core: $(PY) requirements.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
-# the test extra pulls in the serve and export extras (FastAPI, uvicorn, ONNX, onnxruntime) and Playwright
+# the test extra pulls in the serve and export extras (FastAPI, uvicorn, ONNX, onnxruntime), Playwright and ruff
 $(VENV)/.test: $(VENV)/.core
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
@@ -36,7 +36,9 @@ data: $(VENV)/.core
 train: data
 	$(PY) -m tinymnist train --preset $(PRESET) $(ARGS)
 
+# lint first (pyflakes rules, configured in pyproject.toml): a second or two, and it names the line
 test: $(VENV)/.test browser
+	$(VENV)/bin/ruff check src tests
 	$(PY) -m pytest $(ARGS)
 
 bench: data

@@ -7,7 +7,7 @@
 # then run `bash benchmarks/gpu.sh` there. It needs a Python with torch, numpy, tqdm,
 # safetensors and matplotlib; the package runs from src/ without being installed.
 # DEVICE=cpu runs the very same path on a CPU (the test suite does, with DRY_RUN=1). AMP=off trains
-# both presets in fp32 instead of CUDA's default bf16 autocast, for the comparison in the README.
+# both presets in fp32 instead of CUDA's default bf16 autocast, for the comparison in docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}

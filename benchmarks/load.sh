@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's server-under-load figures: `tinymnist bench load` (loopback only, bounded in
+# The server-under-load figures in docs/benchmarks.md: `tinymnist bench load` (loopback only, bounded in
 # requests and seconds) $RUNS times with 2 inference workers and once with 1. Needs a saved
 # model under runs/ (`make train`) or CHECKPOINT=...; JSON reports go to $OUT.
 # Run on an otherwise idle machine: the clients and the server share its cores.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CPU speed benchmarks behind the README's figures (`make bench` runs this): the same
+# The CPU speed benchmarks behind docs/benchmarks.md (`make bench` runs this): the same
 # steps as the GPU script, on the CPU with the user's cache, plus the original recipe.
 # Run on an otherwise idle machine: the figures are medians, but two heavy jobs on two
 # cores still distort them. JSON reports go to $OUT (default bench-results/).

@@ -51,18 +51,17 @@ def _two_threads():
 def trained_checkpoint(mnist, tmp_path_factory):
     """A real model, trained once for the suite: the speedrun preset (99% in one epoch, seconds on CPU)."""
     from tinymnist.config import preset_config
-    from tinymnist.train import train
+    from tinymnist.training import train
 
     out = tmp_path_factory.mktemp("speedrun")
-    result = train(preset_config("speedrun", device="cpu"), data=mnist, out_dir=out, progress=False,
-                   log=lambda msg: None)
+    result = train(preset_config("speedrun", device="cpu"), data=mnist, out_dir=out, progress=False)
     assert result.checkpoint and result.test_acc > 98.5
     return result.checkpoint
 
 
 @pytest.fixture(scope="session")
 def trained_model(trained_checkpoint):
-    from tinymnist.checkpoint import load_checkpoint
+    from tinymnist.models.checkpoint import load_checkpoint
 
     return load_checkpoint(trained_checkpoint)
 
@@ -75,8 +74,8 @@ def live_server(trained_model):
 
     import uvicorn
 
-    from tinymnist.loadtest import free_port
-    from tinymnist.serve import create_app
+    from tinymnist.bench.load import free_port
+    from tinymnist.serving.app import create_app
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(*trained_model), host="127.0.0.1", port=port,

@@ -2,8 +2,8 @@ import math
 
 import torch
 
-from tinymnist.augment import (MNIST_MEAN, MNIST_STD, NO_AUGMENT, AugmentSpec, affine_matrices,
-                               augment_batch, erase_mask, normalize)
+from tinymnist.data.augment import (MNIST_MEAN, MNIST_STD, NO_AUGMENT, AugmentSpec, affine_matrices, augment_batch,
+                                    erase_mask, normalize)
 
 STRONG = AugmentSpec(rotate_deg=15, translate=0.1, scale=0.1, shear_deg=5, erase_prob=0.5)
 
@@ -94,7 +94,7 @@ def test_normalize_array_is_normalize_in_numpy():
     # the onnxruntime paths (serve, bench infer) normalize with numpy; the model was trained on `normalize`
     import numpy as np
 
-    from tinymnist.augment import normalize, normalize_array
+    from tinymnist.data.augment import normalize, normalize_array
 
     images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
     ours = normalize_array(images.numpy())

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from tinymnist.bench import bench_inference, bench_training, forward_flops, matmul_peak_gflops
+from tinymnist.bench.inference import bench_inference
+from tinymnist.bench.training import bench_training, forward_flops, matmul_peak_gflops
 from tinymnist.models import create_model
 
 
@@ -87,7 +88,7 @@ def test_gpu_script_refuses_to_run_without_data(tmp_path):
 
 
 def test_onnx_inference_backend_matches_pytorch_and_reports_its_figures():
-    from tinymnist.bench import bench_inference
+    from tinymnist.bench.inference import bench_inference
     from tinymnist.models import create_model
 
     report = bench_inference(create_model("cnn2k"), "cpu", batch_size=16, batches=2, single_runs=5, backend="onnx")

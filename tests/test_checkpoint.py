@@ -4,9 +4,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tinymnist.checkpoint import (CheckpointError, find_latest_checkpoint, load_checkpoint, read_metadata,
-                                  save_checkpoint, sidecar_path)
-from tinymnist.evaluate import predict_logits
+from tinymnist.models.checkpoint import (CheckpointError, find_latest_checkpoint, load_checkpoint, read_metadata,
+                                         save_checkpoint, sidecar_path)
+from tinymnist.inference.evaluate import predict_logits
 from tinymnist.models import create_model, layer_signature
 
 
@@ -103,13 +103,14 @@ def test_find_latest_checkpoint(tmp_path):
 def relu_layout(name):
     """cnn2k's and cnn8k's layouts before they moved to SiLU (same tensors, other activations)."""
     from tinymnist import models
+    from tinymnist.models import zoo
 
     if name == "cnn2k":
         return lambda: torch.nn.Sequential(
             models.conv_bn(1, 8), models.separable_conv_bn(8, 16, pool=True),
             models.separable_conv_bn(16, 24, pool=True), models.separable_conv_bn(24, 24),
             models.Head(24, dropout=0.05))
-    return lambda: models.pooled_cnn(8, 16, 16, 16)  # cnn8k, with dropout 0.05 before the head
+    return lambda: zoo.pooled_cnn(8, 16, 16, 16)  # cnn8k, with dropout 0.05 before the head
 
 
 @pytest.mark.parametrize("name", ["cnn2k", "cnn8k"])
@@ -117,10 +118,11 @@ def test_weights_from_an_older_layout_of_the_model_are_refused(tmp_path, monkeyp
     # the activation changed from ReLU to SiLU with the same tensors: without the saved layer
     # signature, old weights would load and silently predict through the new layout
     from tinymnist import models
+    from tinymnist.models import registry
 
     old_info = models.ModelInfo(name, relu_layout(name), models.model_info(name).budget, "the old layout")
     with monkeypatch.context() as patch:
-        patch.setitem(models._REGISTRY, name, old_info)
+        patch.setitem(registry._REGISTRY, name, old_info)
         path = save_checkpoint(trained_like(name), tmp_path / "old.safetensors", model_name=name, metadata={})
         assert "ReLU" in read_metadata(path)["layers"]
         load_checkpoint(path)  # the layout it was saved from loads it
@@ -168,11 +170,12 @@ def test_dropout_is_not_part_of_the_layout_and_older_signatures_that_list_it_sti
 def test_cnn8k_weights_from_before_its_anti_aliased_pools_are_refused(tmp_path, monkeypatch):
     # the same tensors as today's cnn8k: only the pools differ, which no weight shape shows
     from tinymnist import models
+    from tinymnist.models import registry, zoo
 
-    plain_pools = models.ModelInfo("cnn8k", lambda: models.pooled_cnn(8, 16, 16, 16, act=torch.nn.SiLU, dropout=0.0),
+    plain_pools = models.ModelInfo("cnn8k", lambda: zoo.pooled_cnn(8, 16, 16, 16, act=torch.nn.SiLU, dropout=0.0),
                                    models.model_info("cnn8k").budget, "SiLU, plain max-pools")
     with monkeypatch.context() as patch:
-        patch.setitem(models._REGISTRY, "cnn8k", plain_pools)
+        patch.setitem(registry._REGISTRY, "cnn8k", plain_pools)
         path = save_checkpoint(trained_like("cnn8k"), tmp_path / "old.safetensors", model_name="cnn8k", metadata={})
         assert "MaxBlurPool" not in read_metadata(path)["layers"]
     with pytest.raises(CheckpointError, match="another layout of model cnn8k"):

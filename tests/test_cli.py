@@ -9,8 +9,8 @@ import pytest
 from tinymnist.cli import build_parser, main
 
 VERBS = [["train"], ["eval"], ["data"], ["data", "fetch"], ["data", "info"], ["models"], ["presets"],
-         ["bench"], ["bench", "speed"], ["bench", "accuracy"], ["bench", "infer"], ["bench", "load"], ["predict"], ["export"],
-         ["serve"], ["report"], ["sweep"]]
+         ["bench"], ["bench", "speed"], ["bench", "accuracy"], ["bench", "infer"], ["bench", "load"], ["predict"],
+         ["export"], ["serve"], ["report"], ["sweep"]]
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=" ".join)
@@ -75,7 +75,7 @@ def test_a_run_directory_that_holds_a_run_is_refused_and_left_as_it_was(tmp_path
 
 
 def test_default_run_directories_never_collide(tmp_path):
-    from tinymnist.cli import fresh_run_dir
+    from tinymnist.training.rundir import fresh_run_dir
 
     base = tmp_path / "quick-20261130-120000"
     assert fresh_run_dir(base) == base

@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from tinymnist.data import (CACHE_FILE, DataError, IDX_FILES, arrays_from_classic_pickle, cache_info,
+from tinymnist.data.mnist import (CACHE_FILE, DataError, IDX_FILES, arrays_from_classic_pickle, cache_info,
                             default_data_dir, fetch_mnist, load_mnist, parse_idx, read_cache, verify_arrays)
 
 

@@ -13,8 +13,8 @@ import torch.distributed as dist
 
 from test_cli import run_cli
 from tinymnist.config import preset_config
-from tinymnist.distributed import context_from_env, shard
-from tinymnist.train import train
+from tinymnist.training.distributed import context_from_env, shard
+from tinymnist.training import train
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])
@@ -38,8 +38,7 @@ def test_without_torchrun_nothing_distributed_happens(small_mnist, monkeypatch):
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     assert not context_from_env().enabled
-    result = train(preset_config("speedrun", device="cpu", dry_run=True), data=small_mnist, progress=False,
-                   log=lambda m: None)
+    result = train(preset_config("speedrun", device="cpu", dry_run=True), data=small_mnist, progress=False)
     assert result.world_size == 1 and not dist.is_initialized()
 
 
@@ -52,7 +51,7 @@ def torchrun_train(*args: str, timeout: int) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_two_gloo_processes_under_torchrun_match_one_process(mnist, tmp_path):
-    single = train(preset_config("speedrun", device="cpu"), data=mnist, progress=False, log=lambda m: None)
+    single = train(preset_config("speedrun", device="cpu"), data=mnist, progress=False)
     out = tmp_path / "ddp"
     proc = torchrun_train("--out", str(out), "--json", "--quiet", timeout=600)
     # the ranks' own messages come first, torchrun's report of their failure last
@@ -135,7 +134,7 @@ def test_sweep_refuses_bad_train_args_before_any_run(tmp_path, train_args, messa
 def test_exit_rank_flushes_what_was_printed_and_keeps_the_exit_code():
     # os._exit skips the interpreter's shutdown, which is what flushes a piped stdout: exit_rank
     # must flush first, or rank 0's JSON line would be lost
-    code = ("import sys; from tinymnist.distributed import exit_rank; "
+    code = ("import sys; from tinymnist.training.distributed import exit_rank; "
             "print('{\"ok\": 1}'); sys.stderr.write('note'); exit_rank(3); print('never')")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a buffered, piped stdout
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
@@ -145,7 +144,7 @@ def test_exit_rank_flushes_what_was_printed_and_keeps_the_exit_code():
 
 def test_exit_rank_keeps_the_exit_code_when_the_reader_of_stdout_is_gone():
     # `torchrun ... | head`: the flush meets a closed pipe, and the rank must still end with its code
-    code = ("import sys, time; from tinymnist.distributed import exit_rank; "
+    code = ("import sys, time; from tinymnist.training.distributed import exit_rank; "
             "time.sleep(1); sys.stdout.write('x' * 100); exit_rank(3)")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)

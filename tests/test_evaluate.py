@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from tinymnist.augment import normalize
-from tinymnist.evaluate import TTA_SHIFTS, evaluate, predict_logits, shift_images
+from tinymnist.data.augment import normalize
+from tinymnist.inference.evaluate import TTA_SHIFTS, evaluate, predict_logits, shift_images
 
 
 def test_shift_images_moves_ink_and_loses_what_leaves():
@@ -55,19 +55,19 @@ def test_tta_loss_of_a_certain_wrong_answer_is_finite_as_without_tta():
     assert tta.correct == plain.correct == 2
 
 
-def test_train_with_tta_reports_it_beside_an_unchanged_headline(small_mnist):
-    from test_train import quiet, tiny
-    from tinymnist.train import train
+def test_train_with_tta_reports_it_beside_an_unchanged_headline(small_mnist, caplog):
+    from test_train import tiny
+    from tinymnist.training import train
 
-    plain = train(tiny(epochs=0.5), data=small_mnist, progress=False, log=quiet)
-    logged = []
-    with_tta = train(tiny(epochs=0.5, tta=True, val_images=500), data=small_mnist, progress=False,
-                     log=logged.append)
+    plain = train(tiny(epochs=0.5), data=small_mnist, progress=False)
+    with caplog.at_level("INFO", logger="tinymnist"):
+        with_tta = train(tiny(epochs=0.5, tta=True, val_images=500), data=small_mnist, progress=False)
+    logged = caplog.messages
     assert plain.test_acc_tta is None and plain.val_acc_tta is None
     assert 0 < with_tta.test_acc_tta <= 100 and 0 < with_tta.val_acc_tta <= 100
     assert any("test-time augmentation" in line for line in logged)
     # TTA only evaluates: the same run without held-out images trains and scores exactly as before
-    again = train(tiny(epochs=0.5, tta=True), data=small_mnist, progress=False, log=quiet)
+    again = train(tiny(epochs=0.5, tta=True), data=small_mnist, progress=False)
     assert again.test_acc == plain.test_acc and again.test_acc_tta is not None
 
 

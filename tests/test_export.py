@@ -9,8 +9,8 @@ import onnx
 import pytest
 
 from test_cli import run_cli
-from tinymnist.augment import MNIST_MEAN, MNIST_STD
-from tinymnist.export import OPSET, export_onnx, export_pt2, onnx_runner, pt2_runner, verify_export
+from tinymnist.data.augment import MNIST_MEAN, MNIST_STD
+from tinymnist.inference.export import OPSET, export_onnx, export_pt2, onnx_runner, pt2_runner, verify_export
 
 
 @pytest.fixture(scope="module")

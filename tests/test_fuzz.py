@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from tinymnist.preprocess import ImageError, preprocess
-from tinymnist.serve import create_app
+from tinymnist.inference.preprocess import ImageError, preprocess
+from tinymnist.serving.app import create_app
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

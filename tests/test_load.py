@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tinymnist.loadtest import digit_payloads, free_port, run_load, start_server
+from tinymnist.bench.load import digit_payloads, free_port, run_load, start_server
 
 
 @pytest.mark.parametrize("workers, backend", [(1, "torch"), (2, "auto")])

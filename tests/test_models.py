@@ -46,7 +46,7 @@ def test_unknown_model_names_the_choices():
 
 
 def test_speednet_stem_whitens_training_patches(small_mnist):
-    from tinymnist.augment import normalize
+    from tinymnist.data.augment import normalize
 
     model = create_model("speednet")
     images = normalize(small_mnist.train_images[:1000])
@@ -83,7 +83,7 @@ def test_max_blur_pool_halves_even_sizes_and_is_steadier_under_one_pixel_shifts(
 def test_every_model_exports_to_onnx_with_the_same_answers(name, tmp_path):
     import numpy as np
 
-    from tinymnist.export import export_onnx, onnx_runner
+    from tinymnist.inference.export import export_onnx, onnx_runner
 
     torch.manual_seed(0)
     model = create_model(name).eval()

@@ -7,7 +7,7 @@ import torch
 
 from tinymnist.config import preset_config
 from tinymnist.models import create_model, list_models
-from tinymnist.optim import MuonAdamW, build_optimizer, mixes_channels, orthogonalize
+from tinymnist.training.optim import MuonAdamW, build_optimizer, mixes_channels, orthogonalize
 
 
 def test_the_adamw_groups_of_muon_adamw_step_exactly_like_torch_adamw():

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from helpers import on_canvas, render, seven
-from tinymnist.predict import classify_fields
-from tinymnist.preprocess import ImageError, load_image, preprocess, stroke_width, to_grey
+from tinymnist.inference.predict import classify_fields
+from tinymnist.inference.preprocess import ImageError, load_image, preprocess, stroke_width, to_grey
 
 TOLERANCE = 0.05  # mean |difference| per pixel in [0, 1], against the centred digit's own result
 

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from test_cli import assert_one_line_error, run_cli
-from tinymnist.checkpoint import RESUME_FILE, CheckpointError, load_checkpoint, load_resume_state
+from tinymnist.training.state import RESUME_FILE, load_resume_state
+from tinymnist.models.checkpoint import CheckpointError, load_checkpoint
 from tinymnist.config import preset_config
-from tinymnist.train import Interrupted, OutputDirError, TrainingError, train
+from tinymnist.training import Interrupted, OutputDirError, train, TrainingError
 
 SHORT = dict(device="cpu", epochs=3, batch_size=128)  # speednet on 2,048 images: three epochs in a few seconds
 
@@ -40,38 +41,35 @@ def assert_same_weights(a: dict, b: dict):
 # ---------------------------------------------------------------- resume
 
 @pytest.mark.parametrize("stop_at_step", [16, 23])  # an epoch boundary (16 steps per epoch), mid-epoch
-def test_ctrl_c_then_resume_gives_the_same_weights_bitwise(small_mnist, tmp_path, monkeypatch, stop_at_step):
-    import tinymnist.train as train_module
+def test_ctrl_c_then_resume_gives_the_same_weights_bitwise(small_mnist, tmp_path, stop_at_step):
+    whole = train(short_config(), data=small_mnist, out_dir=tmp_path / "whole", progress=False)
+    calls = {"n": 0}
 
-    whole = train(short_config(), data=small_mnist, out_dir=tmp_path / "whole", progress=False, log=lambda m: None)
-    real, calls = train_module.augment_batch, {"n": 0}
-
-    def ctrl_c_at_step(*args, **kwargs):  # a Ctrl-C arriving during step ``stop_at_step``
+    def ctrl_c_at_step(batch):  # a Ctrl-C arriving during step ``stop_at_step``
         calls["n"] += 1
         if calls["n"] == stop_at_step:
             os.kill(os.getpid(), signal.SIGINT)
-        return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "augment_batch", ctrl_c_at_step)
     out = tmp_path / "stopped"
     with pytest.raises(Interrupted, match="SIGINT"):
-        train(short_config(), data=small_mnist, out_dir=out, progress=False, log=lambda m: None)
+        train(short_config(), data=small_mnist, out_dir=out, progress=False, on_step=ctrl_c_at_step)
     assert load_resume_state(out)["step"] == stop_at_step  # the step under way was finished, then saved
-    monkeypatch.setattr(train_module, "augment_batch", real)
-    resumed = train(short_config(), data=small_mnist, out_dir=out, progress=False, log=lambda m: None, resume=True)
+    resumed = train(short_config(), data=small_mnist, out_dir=out, progress=False, resume=True)
     assert resumed.test_acc == whole.test_acc and resumed.steps == whole.steps
     assert_same_weights(weights(whole.checkpoint), weights(resumed.checkpoint))
 
 
 KILL_SCRIPT = """
+import logging
 import sys
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # the library's log lines
 from tinymnist.config import preset_config
 from tinymnist.data import MNIST, load_mnist
-from tinymnist.train import train
+from tinymnist.training import train
 full = load_mnist(None, fetch=False)
 data = MNIST(full.train_images[:8192], full.train_labels[:8192], full.test_images, full.test_labels)
 config = preset_config("speedrun", device="cpu", epochs=4, batch_size=128)
-train(config, data=data, out_dir=sys.argv[1], progress=False, log=print, resume=len(sys.argv) > 2)
+train(config, data=data, out_dir=sys.argv[1], progress=False, resume=len(sys.argv) > 2)
 """
 
 
@@ -137,7 +135,7 @@ def test_sigterm_saves_a_mid_epoch_state_and_resume_finishes_it(mnist, tmp_path)
 # ---------------------------------------------------------------- faults
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_state(small_mnist, tmp_path, monkeypatch):
-    import tinymnist.train as train_module
+    import tinymnist.training.step as train_module
 
     calls = {"n": 0}
     real = train_module.F.cross_entropy
@@ -149,7 +147,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_state(small_mnist, tmp
 
     monkeypatch.setattr(train_module.F, "cross_entropy", poisoned)
     with pytest.raises(TrainingError, match="loss became nan"):
-        train(short_config(), data=small_mnist, out_dir=tmp_path, progress=False, log=lambda m: None)
+        train(short_config(), data=small_mnist, out_dir=tmp_path, progress=False)
     state = load_resume_state(tmp_path)  # epoch 1's state, still whole
     assert state["epoch"] == 2
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
@@ -169,13 +167,13 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_half_file(small_mnist, tmp_p
 
     monkeypatch.setattr(fileio.os, "fsync", full_once_a_state_is_saved)
     with pytest.raises(OutputDirError, match="No space left on device"):
-        train(short_config(epochs=2), data=small_mnist, out_dir=tmp_path, progress=False, log=lambda m: None)
+        train(short_config(epochs=2), data=small_mnist, out_dir=tmp_path, progress=False)
     assert state.read_bytes() == kept["state"]  # the first epoch's state is intact
     assert not list(tmp_path.glob(".*.tmp")), "a half-written temporary file was left behind"
 
 
 def test_a_failed_model_save_is_a_clear_error_and_resume_finishes_the_run(small_mnist, tmp_path, monkeypatch):
-    import tinymnist.train as training
+    import tinymnist.training.loop as training
 
     real_save_run = training.save_run
 
@@ -184,11 +182,10 @@ def test_a_failed_model_save_is_a_clear_error_and_resume_finishes_the_run(small_
 
     monkeypatch.setattr(training, "save_run", full)
     with pytest.raises(OutputDirError, match="No space left on device"):
-        train(short_config(epochs=1), data=small_mnist, out_dir=tmp_path, progress=False, log=lambda m: None)
+        train(short_config(epochs=1), data=small_mnist, out_dir=tmp_path, progress=False)
     assert not list(tmp_path.glob("mnist_model_*"))
     monkeypatch.setattr(training, "save_run", real_save_run)  # space again: the saved state finishes it
-    result = train(short_config(epochs=1), data=small_mnist, out_dir=tmp_path, progress=False,
-                   log=lambda m: None, resume=True)
+    result = train(short_config(epochs=1), data=small_mnist, out_dir=tmp_path, progress=False, resume=True)
     assert result.checkpoint and list(tmp_path.glob("mnist_model_*.safetensors"))
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from helpers import render
 from test_preprocess import BAD_IMAGES
-from tinymnist.serve import create_app
+from tinymnist.serving.app import create_app
 
 LIMIT = 64 * 1024
 

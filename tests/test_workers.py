@@ -15,12 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from tinymnist.loadtest import digit_payloads
-from tinymnist.preprocess import load_image, preprocess, to_uint8
+from tinymnist.bench.load import digit_payloads
+from tinymnist.inference.preprocess import load_image, preprocess, to_uint8
 
 pytest.importorskip("fastapi")
-from tinymnist.serve import Classifier, answer, onnx_backend  # noqa: E402
-from tinymnist.workers import InferencePool, WorkerFailed  # noqa: E402
+from tinymnist.inference.engine import answer, Classifier, onnx_backend  # noqa: E402
+from tinymnist.serving.workers import InferencePool, WorkerFailed  # noqa: E402
 
 
 def big_blank_png(side: int = 6000) -> bytes:
@@ -105,7 +105,7 @@ def test_onnx_classifier_agrees_with_pytorch(trained_model, mnist, tmp_path):
 
 def test_onnx_export_is_cached_per_weights(trained_model, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
-    from tinymnist import export
+    from tinymnist.inference import export
 
     model, meta = trained_model
     first = export.cached_onnx(model, meta, tmp_path)
@@ -137,7 +137,7 @@ def test_preview_is_the_uint8_image_the_model_saw(mnist):
 def test_the_api_answers_503_when_a_worker_dies_and_422_for_a_bad_image(trained_model, payloads):
     from fastapi.testclient import TestClient
 
-    from tinymnist.serve import create_app
+    from tinymnist.serving.app import create_app
 
     class DyingPool:
         onnx = None

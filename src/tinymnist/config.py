@@ -6,11 +6,28 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from .augment import AugmentSpec
-
 
 class ConfigError(ValueError):
     """A setting or preset that does not exist or does not make sense."""
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Strength of each augmentation; 0 switches it off (applied by ``data.augment``)."""
+
+    rotate_deg: float = 15.0  # rotation drawn from U(-rotate_deg, rotate_deg)
+    translate: float = 0.1  # shift as a fraction of the image side, per axis
+    scale: float = 0.1  # scale drawn from U(1 - scale, 1 + scale)
+    shear_deg: float = 5.0  # x-shear angle drawn from U(-shear_deg, shear_deg)
+    erase_prob: float = 0.0  # chance that an image gets one erased rectangle
+    erase_area: tuple[float, float] = (0.02, 0.15)  # rectangle area as a fraction of the image
+
+    @property
+    def geometric(self) -> bool:
+        return any((self.rotate_deg, self.translate, self.scale, self.shear_deg))
+
+
+NO_AUGMENT = AugmentSpec(0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass
@@ -32,8 +49,8 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     label_smoothing: float = 0.05
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 disables it
-    # augmentation strengths (0 switches one off). Milder than the original job's 15 degrees,
-    # shear and erasing: in a 6-epoch schedule a 19k-parameter net underfits those.
+    # augmentation strengths (0 switches one off); milder than the original job's 15 degrees,
+    # shear and erasing, which a 19k-parameter net underfits in a short schedule
     rotate_deg: float = 8.0
     translate: float = 0.08
     scale: float = 0.08
@@ -104,40 +121,26 @@ class TrainConfig:
         return cls(**values).validate()
 
 
-# Each preset lists only what differs from TrainConfig's defaults.
+# Each preset lists only what differs from TrainConfig's defaults. Why each is what it is, with
+# the held-out figures behind every choice: docs/experiments.md; their test figures: docs/benchmarks.md.
 NO_AUGMENTATION = dict(rotate_deg=0.0, translate=0.0, scale=0.0, shear_deg=0.0, erase_prob=0.0)
-# the zoo's longer recipe, chosen for cnn8k and then for cnn20k on their own validation runs:
-# 15 epochs, milder augmentation than the default's 8 degrees and 0.08, the last 2 clean
+# the zoo's longer recipe: 15 epochs, milder augmentation than the default's, the last 2 clean
 LONG_MILD = dict(epochs=15, rotate_deg=4.0, translate=0.05, scale=0.05, clean_epochs=2)
 PRESETS: dict[str, dict] = {
-    # what `make train` runs: >= 99.5% in under 2 minutes of training on 2 CPU cores (README)
+    # what `make train` runs: >= 99.5% in about 2 minutes of training on 2 CPU cores
     "default": {},
-    # a smoke test that still clears 99%: CI trains it on two CPU cores in under a minute
+    # a smoke test that still clears 99%
     "quick": dict(epochs=3),
-    # the fastest honest recipe to 99.0% (README, `tinymnist bench speed`): no augmentation (it
-    # slows learning more than it prevents overfitting in one pass), and Muon for the two 3x3
-    # convs at 7x7, which learns in 0.85 epochs what AdamW did in one: on 10,000 held-out
-    # training images 98.96% against 98.92% (seeds 0-4; 98.91% with the first implementation),
-    # in 15% less time
+    # the fastest honest recipe to 99.0%: no augmentation (in under one pass it slows learning
+    # more than it prevents overfitting), Muon for the two 3x3 convs at 7x7
     "speedrun": dict(model="speednet", epochs=0.85, lr=0.03, muon_lr=0.18, **NO_AUGMENTATION),
-    # the model zoo: one preset per budget, named like its model (`bench accuracy --model`).
-    # Their figures (final epoch, seeds 0-4) live in the README's zoo table alone: a copy
-    # here went stale once.
-    # cnn20k on LONG_MILD: 99.57% against 99.48% for the default recipe on 10,000 held-out
-    # training images (seeds 0-5, better on each; Zen 5, see the README). SiLU without dropout,
-    # as in cnn8k, gained nothing more (seeds 0-3), so the model and its checkpoints are
-    # unchanged. The default keeps 7 epochs, to stay near 2 minutes.
+    # the model zoo: one preset per budget, named like its model (`bench accuracy --model`)
     "cnn20k": dict(model="cnn20k", **LONG_MILD),
-    # cnn8k (SiLU, no dropout) with milder augmentation and 2 clean epochs: see models.cnn8k
     "cnn8k": dict(model="cnn8k", **LONG_MILD),
-    # cnn2k underfits, so it gains from more optimizer steps: 30 epochs of batch 128 (3x the
-    # steps of 20 epochs of 256, 1.4-1.5x the time) scored 99.12% against 98.98% on 10,000
-    # held-out training images (seeds 0-5, better on each; batch 128 alone 99.07%; Zen 5, see
-    # the README). Its 2 last epochs see the images as they are (--clean-epochs): with the
-    # former 20 epochs of 256, 99.06% against 98.97% (seeds 0-3, better on each; 4 scored as 2)
+    # cnn2k underfits, so it gains from more optimizer steps: 30 epochs of batch 128
     "cnn2k": dict(model="cnn2k", epochs=30, batch_size=128, lr=0.02, clean_epochs=2),
-    # the job tinymnist grew from, on our pipeline: seednet, 20 epochs of batch 64, the
-    # original augmentation (rotation 15 degrees, affine, random erasing)
+    # the job tinymnist grew from, on our pipeline: 20 epochs of batch 64, the original
+    # augmentation (rotation 15 degrees, affine, random erasing)
     "seednet": dict(model="seednet", epochs=20, batch_size=64, lr=0.01, label_smoothing=0.0,
                     rotate_deg=15.0, translate=0.1, scale=0.1, shear_deg=5.0, erase_prob=0.1),
 }

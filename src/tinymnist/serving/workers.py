@@ -36,8 +36,8 @@ def worker_main(conn: Connection, checkpoint: str, onnx: bytes | None) -> None:
     """One worker process: load the model, then answer requests from the pipe until it closes."""
     import torch
 
-    from .checkpoint import load_checkpoint
-    from .serve import Classifier, handle
+    from ..inference.engine import Classifier, handle
+    from ..models.checkpoint import load_checkpoint
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes the pipes
     torch.set_num_threads(1)  # one core per worker; threads would fight the other workers

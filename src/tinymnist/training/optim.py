@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from ..config import TrainConfig
 
 # Newton-Schulz quintic coefficients from Keller Jordan's Muon: they push all singular values
 # of the normalized update towards 1 in 5 steps (to roughly 0.7-1.2, which is enough)

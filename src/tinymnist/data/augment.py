@@ -8,33 +8,15 @@ is tensor arithmetic, so it runs wherever the batch lives, with no per-image loo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import NO_AUGMENT, AugmentSpec  # noqa: F401  (NO_AUGMENT: re-exported)
+
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
-
-
-@dataclass(frozen=True)
-class AugmentSpec:
-    """Strength of each augmentation; 0 switches it off."""
-
-    rotate_deg: float = 15.0  # rotation drawn from U(-rotate_deg, rotate_deg)
-    translate: float = 0.1  # shift as a fraction of the image side, per axis
-    scale: float = 0.1  # scale drawn from U(1 - scale, 1 + scale)
-    shear_deg: float = 5.0  # x-shear angle drawn from U(-shear_deg, shear_deg)
-    erase_prob: float = 0.0  # chance that an image gets one erased rectangle
-    erase_area: tuple[float, float] = (0.02, 0.15)  # rectangle area as a fraction of the image
-
-    @property
-    def geometric(self) -> bool:
-        return any((self.rotate_deg, self.translate, self.scale, self.shear_deg))
-
-
-NO_AUGMENT = AugmentSpec(0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 def normalize(images_u8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -8,11 +8,10 @@ the tests see a digit the same way.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
+import logging
 import math
 import socket
-import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,13 @@ from starlette.datastructures import UploadFile
 import torch
 from torch import nn
 
-from .augment import normalize, normalize_array
-from .data import default_cache_dir
-from .predict import classify_uint8
-from .preprocess import SIZE, ImageError, load_image, preprocess, to_uint8
+from .. import __version__
+from ..data import default_cache_dir
+from ..inference.engine import Classifier, handle, onnx_backend
+from ..inference.preprocess import SIZE
 from .workers import InferencePool, WorkerFailed
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 2 * 1024 * 1024  # a 280x280 canvas PNG is ~10 kB; a phone photo fits too
 
@@ -114,100 +115,35 @@ def parse_pixels(payload: Any) -> tuple[np.ndarray, bool]:
     return field.astype(np.float32), flag
 
 
-class Classifier:
-    """The model, ready for one image at a time, in eager PyTorch or, given the model's ONNX
-    export, in onnxruntime (0.1 ms a digit against 0.5 ms: per-operator overhead dominates a
-    single 28x28 image). Warmed up, so the first request does not pay for kernel setup."""
-
-    def __init__(self, model: nn.Module, onnx: bytes | None = None):
-        self.backend = "onnx" if onnx is not None else "torch"
-        if onnx is not None:
-            from .export import onnx_runner
-
-            self._logits = onnx_runner(onnx, threads=1)
-        else:
-            # a channels-last copy: the caller's model is left as it was
-            self.model = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
-        self(np.zeros((1, SIZE, SIZE), np.uint8))
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities (N, 10) for MNIST-like images (N, 28, 28), uint8 as MNIST stores them."""
-        if self.backend == "torch":
-            return classify_uint8(self.model, images)
-        x = normalize_array(images)  # as the model was trained; no torch op beside onnxruntime
-        logits = self._logits(x)
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
 
 
-def onnx_backend(model: nn.Module, meta: dict, backend: str, cache_dir: str | Path,
-                 log=lambda msg: None) -> bytes | None:
-    """The ONNX bytes to serve with, or None for eager PyTorch.
-
-    ``auto`` takes onnxruntime when the 'export' extra is installed and the export agrees with
-    PyTorch; ``onnx`` insists and fails with the reason."""
-    if backend == "torch":
-        return None
-    from .export import PARITY_TOLERANCE, ExportError, cached_onnx, onnx_runner
-
-    try:
-        payload = cached_onnx(model, meta, cache_dir, log=log)
-        images = torch.randint(0, 256, (16, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-        with torch.inference_mode():
-            expected = copy.deepcopy(model).cpu().eval()(normalize(images)).numpy()
-        # through the served path: numpy normalization (Classifier), then onnxruntime
-        diff = float(np.abs(onnx_runner(payload, threads=1)(normalize_array(images.numpy())) - expected).max())
-        if diff > PARITY_TOLERANCE:
-            raise ExportError(f"the ONNX export differs from PyTorch by {diff:.2g}")
-        return payload
-    except ExportError as exc:
-        if backend == "onnx":
-            raise
-        log(f"serving with PyTorch: {exc}")
-        return None
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422)
 
 
-# "0.004" for 1 ... "1.0" for 255: the preview is the uint8 image the model saw, written out
-# with a table because json.dumps of 784 floats took 0.23 ms, a tenth of a request's work
-PREVIEW_TEXT = [repr(round(v / 255, 3)) for v in range(256)]
-
-
-def answer(classify: Classifier, field: np.ndarray) -> bytes:
-    """The JSON answer for a 28x28 field, encoded here: in a worker process this is the
-    last step before the bytes go down the pipe."""
-    image = to_uint8(field)  # what the model sees, and what the preview shows
-    probs = classify(image[None])[0]
-    preview = ",".join("[" + ",".join([PREVIEW_TEXT[v] for v in row]) + "]" for row in image.tolist())
-    head = json.dumps({"label": int(probs.argmax()), "probabilities": [round(float(p), 6) for p in probs]},
-                      separators=(",", ":"))
-    return f'{head[:-1]},"preprocessed":[{preview}]}}'.encode()
-
-
-def answer_image(classify: Classifier, data: bytes) -> bytes:
-    return answer(classify, preprocess(load_image(data)))
-
-
-def answer_pixels(classify: Classifier, field: np.ndarray, do_preprocess: bool) -> bytes:
-    if field.max() <= 0:
-        raise ImageError("no ink found: the canvas is empty")
-    return answer(classify, preprocess(field) if do_preprocess else field)
-
-
-def handle(classify: Classifier, message: tuple) -> tuple[int, bytes]:
-    """``("image", bytes)`` or ``("pixels", field, preprocess)`` -> ``(0, json)``, or ``(1, why)``
-    for an input that is not a digit. Used in-process and by each worker of a pool."""
-    kind, *args = message
-    try:
-        return 0, (answer_image if kind == "image" else answer_pixels)(classify, *args)
-    except ImageError as exc:
-        return 1, str(exc).encode()
+# the OpenAPI description of /api/predict's body and errors (the body is read by hand, not by FastAPI)
+BODY_DOCS = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary", "description": "PNG, JPEG, BMP, GIF or TIFF"}}}},
+        "application/json": {"schema": PixelsRequest.model_json_schema()},
+    },
+}
+ERRORS_DOCS = {code: {"model": ErrorResponse, "description": text} for code, text in (
+    (400, "malformed JSON"), (413, "body over the size limit"), (415, "neither multipart nor JSON"),
+    (422, "not an image, blank, wrong shape or out-of-range values"),
+    (503, "the inference worker holding the request died (it is replaced; retry)"))}
 
 
 def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_BYTES,
                pool: InferencePool | None = None, onnx: bytes | None = None) -> FastAPI:
     """The app; inference runs in this process (in onnxruntime when ``onnx`` is given), or in
     ``pool``'s worker processes (the app then closes the pool when the server shuts down)."""
-    from . import __version__
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -219,7 +155,7 @@ def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_B
                   description="Draw a digit; a compact CNN reads it. POST an image or 28x28 pixels to "
                   "/api/predict.")
     classify = Classifier(model, onnx) if pool is None else None
-    page = resources.files("tinymnist").joinpath("web/index.html").read_text(encoding="utf-8")
+    page = resources.files("tinymnist.serving").joinpath("web/index.html").read_text(encoding="utf-8")
     info = {"name": meta.get("model"), "parameters": meta.get("params"), "test_acc": meta.get("test_acc"),
             "preset": meta.get("preset"), "checkpoint": meta.get("checkpoint"),
             "backend": "onnx" if onnx is not None or (pool is not None and pool.onnx is not None) else "torch",
@@ -239,15 +175,8 @@ def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_B
             return Response(payload, media_type="application/json")
         raise error(422 if status == 1 else 500, payload.decode(errors="replace"))
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
@@ -261,21 +190,8 @@ def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_B
     def model_info() -> dict:
         return info
 
-    body_docs = {
-        "required": True,
-        "content": {
-            "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-                "file": {"type": "string", "format": "binary", "description": "PNG, JPEG, BMP, GIF or TIFF"}}}},
-            "application/json": {"schema": PixelsRequest.model_json_schema()},
-        },
-    }
-    errors_docs = {code: {"model": ErrorResponse, "description": text} for code, text in (
-        (400, "malformed JSON"), (413, "body over the size limit"), (415, "neither multipart nor JSON"),
-        (422, "not an image, blank, wrong shape or out-of-range values"),
-        (503, "the inference worker holding the request died (it is replaced; retry)"))}
-
-    @app.post("/api/predict", response_model=PredictResponse, responses=errors_docs,
-              openapi_extra={"requestBody": body_docs})
+    @app.post("/api/predict", response_model=PredictResponse, responses=ERRORS_DOCS,
+              openapi_extra={"requestBody": BODY_DOCS})
     async def predict(request: Request) -> Response:
         """Classify one digit: a multipart upload in the field ``file``, or JSON ``{"pixels": ...}``."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -327,17 +243,14 @@ def serve(model: nn.Module, meta: dict, host: str = "127.0.0.1", port: int = 800
     """Serve until Ctrl-C, on ``sock`` if given (from `listening_socket`), else on ``host:port``."""
     import uvicorn
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
     sock = sock or listening_socket(host, port)
     try:
         bound_port = sock.getsockname()[1]  # differs from `port` when that is 0 (any free port)
-        log(f"serving {meta['model']} from {meta.get('checkpoint', 'memory')} at http://{host}:{bound_port}/ "
+        log.info(f"serving {meta['model']} from {meta.get('checkpoint', 'memory')} at http://{host}:{bound_port}/ "
             "(API docs at /docs; Ctrl-C to stop)")
         torch.set_num_threads(1)  # single images: threads would only contend with the server's own
-        onnx = onnx_backend(model, meta, backend, cache_dir or default_cache_dir() / "onnx", log)
-        log(f"inference: {'onnxruntime' if onnx is not None else 'PyTorch'}, "
+        onnx = onnx_backend(model, meta, backend, cache_dir or default_cache_dir() / "onnx")
+        log.info(f"inference: {'onnxruntime' if onnx is not None else 'PyTorch'}, "
             + (f"{workers} worker processes" if workers > 1 else "in the HTTP process"))
         # one HTTP process; with --workers N the decoding and inference run in N worker processes
         pool = InferencePool(meta["checkpoint"], workers, onnx=onnx) if workers > 1 else None

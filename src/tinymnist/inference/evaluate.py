@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .augment import normalize
-from .models import NUM_CLASSES
+from ..data.augment import normalize
+from ..models import NUM_CLASSES
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import logging
 import os
 import pickle
 import struct
@@ -27,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fileio import atomic_write
+from ..fileio import atomic_write
 
+log = logging.getLogger(__name__)
 CACHE_FILE = "mnist.npz"
 DATA_ENV = "TINYMNIST_DATA"
 CACHE_ENV = "TINYMNIST_CACHE"
@@ -290,8 +292,7 @@ def read_cache(data_dir: Path, verify: bool = True) -> dict[str, np.ndarray]:
 
 def fetch_mnist(data_dir: str | os.PathLike | None = None, *, source_dir: str | os.PathLike | None = None,
                 sources: tuple[str, ...] = DEFAULT_SOURCES, timeout: float = 10.0,
-                force: bool = False, expected_sha256: str = MNIST_SHA256,
-                log=lambda msg: None) -> Path:
+                force: bool = False, expected_sha256: str = MNIST_SHA256) -> Path:
     """Make sure a verified cache exists in ``data_dir``; return its path.
 
     An existing cache that verifies is used as is. Otherwise each source is tried in
@@ -303,7 +304,7 @@ def fetch_mnist(data_dir: str | os.PathLike | None = None, *, source_dir: str | 
             read_cache(data_dir)
             return cache_path(data_dir)
         except DataError as exc:
-            log(f"{exc}; fetching again")
+            log.info(f"{exc}; fetching again")
     failures = []
     attempts: list[tuple[str, callable]] = []
     for source in sources:
@@ -317,7 +318,7 @@ def fetch_mnist(data_dir: str | os.PathLike | None = None, *, source_dir: str | 
         else:
             raise DataError(f"unknown data source {source!r}")
     for name, attempt in attempts:
-        log(f"trying {name}")
+        log.info(f"trying {name}")
         try:
             arrays = attempt()
             verify_arrays(arrays, expected_sha256)
@@ -325,7 +326,7 @@ def fetch_mnist(data_dir: str | os.PathLike | None = None, *, source_dir: str | 
             failures.append(f"{name}: {type(exc).__name__}: {exc}")
             continue
         path = write_cache(arrays, data_dir)
-        log(f"cached MNIST from {name} at {path}")
+        log.info(f"cached MNIST from {name} at {path}")
         return path
     raise DataError("could not fetch MNIST; " + "; ".join(failures or ["no source to try"]))
 

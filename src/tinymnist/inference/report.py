@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import MNIST
+from ..data import MNIST
 from .evaluate import evaluate, predict_logits
-from .plots import plot_confusion, plot_misclassified, plot_per_class
+from ..plots import plot_confusion, plot_misclassified, plot_per_class
 
 MAX_SHOWN = 100  # misclassified digits in the grid, most confident mistakes first
 

@@ -21,14 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .augment import MNIST_MEAN, MNIST_STD, normalize
-from .data import MNIST
-from .fileio import atomic_write
-from .models import layer_signature
+from ..data import MNIST, MNIST_MEAN, MNIST_STD, normalize_array
+from ..fileio import atomic_write
+from ..models import layer_signature
+from .evaluate import predict_logits
 
 OPSET = 18  # pinned: a runtime that supports opset 18 (onnxruntime >= 1.14) runs the file
 PARITY_TOLERANCE = 1e-4  # max |logit difference| between the runtime and eager PyTorch
 FORMATS = ("onnx", "pt2")
+log = logging.getLogger(__name__)
 
 
 class ExportError(RuntimeError):
@@ -109,8 +110,7 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def cached_onnx(model: nn.Module, meta: dict, cache_dir: str | Path, opset: int = OPSET,
-                log=lambda msg: None) -> bytes:
+def cached_onnx(model: nn.Module, meta: dict, cache_dir: str | Path, opset: int = OPSET) -> bytes:
     """``onnx_bytes``, exported once per set of weights (the export takes ~5 s; `serve` needs it
     at every start) and kept in ``cache_dir`` under the weights' digest, torch's version and
     the opset. A cache that cannot be written only costs the export next time."""
@@ -120,13 +120,13 @@ def cached_onnx(model: nn.Module, meta: dict, cache_dir: str | Path, opset: int 
         return path.read_bytes()
     except OSError:
         pass
-    log(f"exporting the model to ONNX (once per model; kept in {path.parent})")
+    log.info(f"exporting the model to ONNX (once per model; kept in {path.parent})")
     with contextlib.redirect_stderr(io.StringIO()):  # the exporter's progress lines: noise here
         payload = onnx_bytes(model, meta, opset)
     try:
         _write(path, payload)
     except ExportError as exc:
-        print(f"warning: ONNX cache not written ({exc})", file=sys.stderr)
+        log.warning(f"ONNX cache not written ({exc})")
     return payload
 
 
@@ -176,24 +176,34 @@ def pt2_runner(path: str | Path):
     return lambda x: program(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).detach().numpy()
 
 
+def logit_parity(run, model: nn.Module, images_u8: torch.Tensor, labels: torch.Tensor | None = None,
+                 batch_size: int = 2000) -> dict:
+    """Run an exported model (``run``: normalized numpy images in, logits out) and eager PyTorch
+    (``model``, on the CPU) on the same uint8 images (N, 28, 28), normalized as a consumer of the
+    file would (numpy): the largest |logit difference|, and with ``labels`` both counts of correct
+    answers. The one parity check of export, serve and bench."""
+    max_diff, correct_export, correct_torch = 0.0, 0, 0
+    images_u8 = images_u8.cpu()
+    for start in range(0, len(images_u8), batch_size):
+        batch = images_u8[start:start + batch_size]
+        expected = predict_logits(model, batch, batch_size).numpy()
+        got = run(normalize_array(batch.numpy()))
+        max_diff = max(max_diff, float(np.abs(got - expected).max()))
+        if labels is not None:
+            y = labels[start:start + batch_size].cpu().numpy()
+            correct_export += int((got.argmax(1) == y).sum())
+            correct_torch += int((expected.argmax(1) == y).sum())
+    return {"max_abs_logit_diff": max_diff, "correct_export": correct_export, "correct_torch": correct_torch}
+
+
 def verify_export(run, model: nn.Module, data: MNIST, batch_size: int = 2000) -> dict:
     """Compare ``run`` (numpy in, logits out) with eager PyTorch on the whole test set:
     the largest logit difference and both accuracies, which must be equal."""
-    model = model.to("cpu").eval()
-    max_diff, correct_export, correct_torch = 0.0, 0, 0
-    images, labels = data.test_images.cpu(), data.test_labels.cpu()
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            x = normalize(images[start:start + batch_size])
-            y = labels[start:start + batch_size].numpy()
-            expected = model(x).numpy()
-            got = run(x.numpy())
-            max_diff = max(max_diff, float(np.abs(got - expected).max()))
-            correct_export += int((got.argmax(1) == y).sum())
-            correct_torch += int((expected.argmax(1) == y).sum())
-    total = len(images)
-    report = {"max_abs_logit_diff": max_diff, "tolerance": PARITY_TOLERANCE,
-              "test_acc_export": 100.0 * correct_export / total, "test_acc_torch": 100.0 * correct_torch / total,
-              "test_images": total}
-    report["ok"] = max_diff <= PARITY_TOLERANCE and correct_export == correct_torch
+    parity = logit_parity(run, model.to("cpu"), data.test_images, data.test_labels, batch_size)
+    total = len(data.test_images)
+    report = {"max_abs_logit_diff": parity["max_abs_logit_diff"], "tolerance": PARITY_TOLERANCE,
+              "test_acc_export": 100.0 * parity["correct_export"] / total,
+              "test_acc_torch": 100.0 * parity["correct_torch"] / total, "test_images": total}
+    report["ok"] = report["max_abs_logit_diff"] <= PARITY_TOLERANCE and \
+        parity["correct_export"] == parity["correct_torch"]
     return report

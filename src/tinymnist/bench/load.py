@@ -1,13 +1,15 @@
 """Load test of `tinymnist serve` on loopback: N concurrent clients POST real digit images.
 
 Each client is one keep-alive HTTP/1.1 connection; all of them are coroutines in one
-thread. Bounded both in requests and in seconds.
+thread. Bounded both in requests and in seconds. ``bench_load`` starts the server as a
+child process, warms it up, measures, and stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import re
 import socket
@@ -22,7 +24,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import MNIST
+from ..config import ConfigError
+from ..data import MNIST, load_mnist
+from ..device import resolve_device
+from ..models.checkpoint import find_latest_checkpoint
+from ..training.rundir import RUNS_ROOT
+from ..stats import percentile
 
 
 def digit_payloads(data: MNIST, n: int = 200, side: int = 280) -> list[tuple[bytes, int]]:
@@ -137,13 +144,11 @@ async def _run_load(host: str, port: int, payloads: list[tuple[bytes, int]], cli
     wall = time.perf_counter() - started
     ms = sorted(1000 * x for x in latencies)
 
-    def pct(q: float) -> float:
-        return ms[min(len(ms) - 1, int(q * len(ms)))] if ms else float("nan")
-
     return {"clients": clients, "requests_planned": requests, "requests_done": len(latencies) + len(errors),
             "errors": len(errors), "error_samples": errors[:5], "seconds": wall,
             "requests_per_second": len(latencies) / wall if wall else 0.0,
-            "latency_ms_p50": pct(0.50), "latency_ms_p90": pct(0.90), "latency_ms_p99": pct(0.99),
+            "latency_ms_p50": percentile(ms, 0.50), "latency_ms_p90": percentile(ms, 0.90),
+            "latency_ms_p99": percentile(ms, 0.99),
             "latency_ms_max": ms[-1] if ms else float("nan"),
             "latency_ms_mean": statistics.fmean(ms) if ms else float("nan"),
             "label_accuracy": 100.0 * correct / max(1, len(latencies))}
@@ -173,3 +178,35 @@ def start_server(checkpoint: str | Path, port: int, workers: int = 1, backend: s
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"server did not answer /api/health within {timeout:.0f} s")
+
+
+PAYLOAD_DESCRIPTION = ("280x280 PNG of MNIST test digits, alternately white-on-black and black-on-white, "
+                       "multipart upload")
+
+
+def bench_load(checkpoint: str | Path | None, clients: int = 16, requests: int = 2000, workers: int = 1,
+               backend: str = "auto", max_seconds: float = 120.0, data_dir: str | None = None) -> dict:
+    """Start `tinymnist serve` for ``checkpoint`` on a free loopback port, warm it up, send
+    ``requests`` POSTs from ``clients`` concurrent clients, stop it; the figures and the machine.
+    No ``checkpoint``: the newest model saved under runs/."""
+    from .training import machine_info
+
+    if clients < 1 or requests < 1 or workers < 1:
+        raise ConfigError("--clients, --requests and --workers must be at least 1")
+    if not max_seconds > 0:
+        raise ConfigError(f"--max-seconds must be > 0, got {max_seconds:g}")
+    checkpoint = checkpoint or find_latest_checkpoint(RUNS_ROOT)
+    payloads = digit_payloads(load_mnist(data_dir, fetch=True))
+    port = free_port()
+    server = start_server(checkpoint, port, workers, backend)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=10) as answer:
+            served_by = json.load(answer)["backend"]
+        run_load("127.0.0.1", port, payloads[:20], clients=2, requests=40)  # warm-up, not counted
+        report = run_load("127.0.0.1", port, payloads, clients, requests, max_seconds)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    report.update(checkpoint=str(checkpoint), server_workers=workers, server_backend=served_by,
+                  machine=machine_info(resolve_device("cpu")), payload=PAYLOAD_DESCRIPTION)
+    return report

@@ -1,0 +1,163 @@
+"""`tinymnist bench speed|accuracy|infer|load`: the benchmarks, printed as tables or JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..bench.inference import bench_inference
+from ..bench.load import bench_load
+from ..bench.training import bench_speed
+from ..config import preset_config
+from ..fileio import atomic_write
+from ..models import create_model
+from ..models.checkpoint import load_checkpoint
+from .common import CLIError, Parser, emit_json, parents
+
+
+def serve_args(p) -> None:
+    """How `serve` runs the model: shared by `serve` and `bench load`."""
+    p.add_argument("--workers", type=int, default=1,
+                   help="inference processes behind the one HTTP process; 1 (default) infers in the HTTP process")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                   help="auto (default): onnxruntime when the export extra is installed, else PyTorch; the ONNX "
+                   "export is made once per model and cached under $TINYMNIST_CACHE (default ~/.cache/tinymnist)/onnx")
+
+
+def register(verbs) -> None:
+    p = verbs.add_parser("bench", help="speed and inference benchmarks",
+                         description="speed: train presets over seeds, report accuracy mean ± std, median "
+                         "time, images/s and FLOP/s against the matmul peak. infer: inference throughput and latency.")
+    kinds = p.add_subparsers(dest="bench_command", metavar="KIND", required=True, parser_class=Parser)
+    b = kinds.add_parser("speed", help="time to accuracy over seeds", parents=parents("device", "data_dir"),
+                         description="Train each preset once per seed (0..N-1) and report the figures.")
+    b.add_argument("--presets", default="speedrun", help="comma-separated presets (default: speedrun)")
+    b.set_defaults(func=cmd_bench_training, print_table=print_speed_table)
+    a = kinds.add_parser("accuracy", help="final accuracy of a model's preset over seeds",
+                         parents=parents("device", "data_dir"),
+                         description="Train the preset named like the model once per seed (0..N-1): "
+                         "per-seed final test accuracy, mean ± std, min, time per run, parameters.")
+    a.add_argument("--model", required=True, help="a model with a preset of the same name, e.g. cnn8k")
+    a.add_argument("--tta", action="store_true", help="also each final model's accuracy with test-time "
+                   "augmentation, in a column of its own (the plain accuracy stays the headline)")
+    a.set_defaults(func=cmd_bench_training, print_table=print_seed_table)
+    for b in (b, a):
+        b.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
+        b.add_argument("--dry-run", action="store_true", help="three steps per run: checks the benchmark itself")
+        # on a GPU these small nets can run faster in fp32 than under bf16 autocast (docs/benchmarks.md)
+        b.add_argument("--amp", choices=["auto", "off", "bf16"],
+                       help="autocast for every run: auto (bf16 on CUDA), off or bf16 (default: the preset's)")
+    b = kinds.add_parser("infer", help="inference throughput and single-image latency", parents=parents("device_cpu"),
+                         description="Batched images/s and single-image latency (p50, p99), in-process.")
+    b.add_argument("--model", default="cnn20k", help="registered model to time (default cnn20k)")
+    b.add_argument("--checkpoint", help="time this saved model instead")
+    b.add_argument("--batch-size", type=int, default=256)
+    b.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="torch (eager, channels-last) or onnx (exported, run by onnxruntime; needs the export extra)")
+    b.set_defaults(func=cmd_bench_inference)
+    b = kinds.add_parser("load", help="load test of the web API on loopback", parents=parents("checkpoint", "data_dir"),
+                         description="Start `tinymnist serve` on a free loopback port and POST real digit "
+                         "images from concurrent clients: requests/s, latency p50/p99, errors.")
+    b.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
+    b.add_argument("--requests", type=int, default=2000, help="requests in all (default 2000)")
+    serve_args(b)
+    b.add_argument("--max-seconds", type=float, default=120.0, help="stop after this long (default 120)")
+    b.set_defaults(func=cmd_bench_load)
+    for b in kinds.choices.values():
+        b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        b.add_argument("--out", help="also write the JSON report to this file")
+        b.add_argument("--quiet", action="store_true")
+
+
+def finish(args, report: dict, print_table) -> int:
+    """The report: as a table, or as one JSON object; and to --out as JSON either way."""
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(args.out, json.dumps(report, indent=2, default=str) + "\n")
+    if args.json:
+        emit_json(report)
+    else:
+        print_table(report)
+    return 0
+
+
+def cmd_bench_load(args) -> int:
+    report = bench_load(args.checkpoint, args.clients, args.requests, args.workers, args.backend,
+                        args.max_seconds, args.data_dir)
+    return finish(args, report, print_load)
+
+
+def cmd_bench_training(args) -> int:
+    # `accuracy` is the speed benchmark of one model's preset, printed per seed
+    presets = [args.model] if args.bench_command == "accuracy" else [p for p in args.presets.split(",") if p]
+    for name in presets:
+        preset_config(name)  # raises the library's own "unknown preset" error
+    if args.seeds < 1:
+        raise CLIError("--seeds must be at least 1")
+    overrides = {"dry_run": True} if args.dry_run else {}
+    if args.amp:
+        overrides["amp"] = args.amp
+    if args.bench_command == "accuracy" and args.tta:  # only `accuracy` has --tta
+        overrides["tta"] = True
+    report = bench_speed(presets, list(range(args.seeds)), args.device, args.data_dir, **overrides)
+    return finish(args, report, args.print_table)
+
+
+def cmd_bench_inference(args) -> int:
+    # speed does not depend on the weights, so a fresh model times the same as a trained one
+    if args.batch_size < 1:
+        raise CLIError("--batch-size must be at least 1")
+    model = load_checkpoint(args.checkpoint)[0] if args.checkpoint else create_model(args.model)
+    if args.backend == "onnx" and args.device not in ("cpu", "auto"):
+        raise CLIError("--backend onnx is timed on the CPU; use --device cpu")
+    report = bench_inference(model, "cpu" if args.backend == "onnx" else args.device, args.batch_size,
+                             backend=args.backend)
+    report["model"] = str(args.checkpoint) if args.checkpoint else args.model
+    return finish(args, report, print_inference)
+
+
+def print_inference(report: dict) -> None:
+    print(f"{report['model']} ({report['backend']}) on {report['device']} ({report['machine']['cpu']}): "
+          f"{report['batched_images_per_second']:,.0f} images/s in batches of {report['batch_size']}; "
+          f"one image p50 {report['single_latency_ms_p50']:.3f} ms, p99 {report['single_latency_ms_p99']:.3f} ms")
+
+
+def print_load(report: dict) -> None:
+    print(f"{report['requests_done']:,} requests from {report['clients']} clients to a server with "
+          f"{report['server_workers']} inference process(es) ({report['server_backend']}) on loopback, "
+          f"{report['machine']['cpu']}: {report['errors']} errors, "
+          f"{report['requests_per_second']:.0f} requests/s, latency p50 {report['latency_ms_p50']:.1f} ms, "
+          f"p99 {report['latency_ms_p99']:.1f} ms, max {report['latency_ms_max']:.1f} ms; labels right "
+          f"{report['label_accuracy']:.2f}%")
+
+
+def print_seed_table(report: dict) -> None:
+    r, m = report["results"][0], report["machine"]
+    tta = r.get("test_acc_tta")
+    print(f"{'seed':>4} {'final test acc':>15} {'train s':>8}" + (f" {'with TTA':>9}" if tta else ""))
+    for i, (seed, acc, secs) in enumerate(zip(r["seeds"], r["test_acc"], r["train_seconds"])):
+        print(f"{seed:>4} {acc:>14.2f}% {secs:>8.1f}" + (f" {tta[i]:>8.2f}%" if tta else ""))
+    print(f"{r['preset']} ({r['model']}, {r['params']:,} parameters, {r['epochs']:g} epochs): "
+          f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}% over {len(r['seeds'])} seeds, "
+          f"min {r['test_acc_min']:.2f}%, median {r['train_seconds_median']:.1f} s per run "
+          f"on {m.get('gpu') or m['cpu']}")
+    if tta:
+        print(f"with test-time augmentation (the image and its 4 one-pixel shifts): "
+              f"{r['test_acc_tta_mean']:.2f} ± {r['test_acc_tta_std']:.2f}%")
+
+
+def print_speed_table(report: dict) -> None:
+    m = report["machine"]
+    print(f"machine: {m.get('gpu') or m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} "
+          f"({m['torch_threads']} threads), device {m['device']}")
+    print(f"fp32 matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s; data load from cache "
+          f"{report['data_load_seconds']:.2f} s")
+    header = (f"{'preset':<10} {'model':<9} {'params':>6} {'epochs':>6} {'seeds':>5} {'test acc (mean±std)':>20} "
+              f"{'min':>6} {'train s (median)':>16} {'img/s':>8} {'GFLOP/s':>8} {'of peak':>7}")
+    print(header)
+    for r in report["results"]:
+        peak = f"{100 * r['fraction_of_matmul_peak']:.0f}%" if r["fraction_of_matmul_peak"] else "-"
+        print(f"{r['preset']:<10} {r['model']:<9} {r['params']:>6,} {r['epochs']:>6g} {len(r['seeds']):>5} "
+              f"{r['test_acc_mean']:>12.2f} ± {r['test_acc_std']:.2f} {r['test_acc_min']:>6.2f} "
+              f"{r['train_seconds_median']:>16.2f} {r['images_per_second']:>8,.0f} "
+              f"{r['train_gflops_per_second']:>8.1f} {peak:>7}")

@@ -1,0 +1,13 @@
+"""Models: the registry, its building blocks, the zoo, and the checkpoint format.
+
+Importing the package registers the zoo, so ``list_models()`` is complete.
+"""
+
+from . import zoo  # noqa: F401  (registers the zoo's models)
+from .blocks import Head, MaxBlurPool, PooledLinearHead, conv_bn, separable_conv_bn
+from .registry import (NUM_CLASSES, PARAM_BUDGET, ModelInfo, UnknownModelError, count_parameters, create_model,
+                       layer_signature, list_models, model_info, register_model)
+
+__all__ = ["NUM_CLASSES", "PARAM_BUDGET", "ModelInfo", "UnknownModelError", "count_parameters", "create_model",
+           "layer_signature", "list_models", "model_info", "register_model", "Head", "MaxBlurPool",
+           "PooledLinearHead", "conv_bn", "separable_conv_bn"]
