@@ -95,3 +95,13 @@ def test_onnx_inference_backend_matches_pytorch_and_reports_its_figures():
     assert report["backend"] == "onnx" and report["max_abs_logit_diff"] <= 1e-4
     assert report["batched_images_per_second"] > 0 and report["export_seconds"] > 0
     assert report["single_latency_ms_p50"] <= report["single_latency_ms_p99"]
+
+
+def test_the_benchmark_prints_a_line_per_run_not_the_training_loops(mnist_dir):
+    from test_cli import run_cli
+
+    proc = run_cli("bench", "speed", "--presets", "speedrun", "--seeds", "1", "--dry-run", "--device", "cpu",
+                   "--data-dir", str(mnist_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert "speedrun seed 0:" in proc.stdout
+    assert not [line for line in proc.stdout.splitlines() if line.startswith(("training ", "epoch "))], proc.stdout

@@ -10,7 +10,7 @@ from tinymnist.cli import build_parser, main
 
 VERBS = [["train"], ["eval"], ["data"], ["data", "fetch"], ["data", "info"], ["models"], ["presets"],
          ["bench"], ["bench", "speed"], ["bench", "accuracy"], ["bench", "infer"], ["bench", "load"], ["predict"],
-         ["export"], ["serve"], ["report"], ["sweep"]]
+         ["export"], ["serve"], ["report"], ["sweep"], ["summary"], ["tune"]]
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=" ".join)

@@ -35,7 +35,7 @@ class TrainConfig:
     """Every knob of a training run. Each field is also a `tinymnist train` flag."""
 
     preset: str = "default"
-    model: str = "cnn20k"
+    model: str = "cnn20k"  # a registered name, or your own: path/to/file.py:NAME or package.module:NAME
     epochs: float = 7.0  # may be fractional: training stops after ceil(epochs * steps/epoch) steps
     batch_size: int = 256
     lr: float = 0.01  # the peak of the one-cycle schedule
@@ -70,6 +70,7 @@ class TrainConfig:
     # report accuracy on them every epoch: recipes are compared there, never on the test set
     val_images: int = 0
     target_acc: float = 99.0  # percent; a lower final test accuracy fails the run (exit 1)
+    max_params: int = 0  # > 0: a model with more parameters is refused before the first step (0: no limit)
     # also report the final model's accuracy with test-time augmentation (evaluate.TTA_SHIFTS),
     # beside the plain figure, which stays the headline and the one `target_acc` is held to
     tta: bool = False
@@ -104,6 +105,8 @@ class TrainConfig:
                               "pass fewer --clean-epochs (0 turns them off) or more --epochs")
         if self.val_images < 0:
             raise ConfigError(f"val_images must be >= 0, got {self.val_images}")
+        if self.max_params < 0:
+            raise ConfigError(f"max_params must be >= 0 (0: no limit), got {self.max_params}")
         return self
 
     def to_dict(self) -> dict:

@@ -161,10 +161,11 @@ def free_port() -> int:
 
 
 def start_server(checkpoint: str | Path, port: int, workers: int = 1, backend: str = "auto",
-                 timeout: float = 120.0) -> subprocess.Popen:
+                 timeout: float = 120.0, model: str | None = None) -> subprocess.Popen:
     """`tinymnist serve` in a child process on loopback; returns once /api/health answers."""
     cmd = [sys.executable, "-m", "tinymnist", "serve", "--checkpoint", str(checkpoint), "--host", "127.0.0.1",
-           "--port", str(port), "--quiet", "--workers", str(workers), "--backend", backend]
+           "--port", str(port), "--quiet", "--workers", str(workers), "--backend", backend,
+           *(["--model", model] if model else [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -185,10 +186,11 @@ PAYLOAD_DESCRIPTION = ("280x280 PNG of MNIST test digits, alternately white-on-b
 
 
 def bench_load(checkpoint: str | Path | None, clients: int = 16, requests: int = 2000, workers: int = 1,
-               backend: str = "auto", max_seconds: float = 120.0, data_dir: str | None = None) -> dict:
+               backend: str = "auto", max_seconds: float = 120.0, data_dir: str | None = None,
+               model: str | None = None) -> dict:
     """Start `tinymnist serve` for ``checkpoint`` on a free loopback port, warm it up, send
     ``requests`` POSTs from ``clients`` concurrent clients, stop it; the figures and the machine.
-    No ``checkpoint``: the newest model saved under runs/."""
+    No ``checkpoint``: the newest model saved under runs/; ``model``: the code of a user's checkpoint."""
     from .training import machine_info
 
     if clients < 1 or requests < 1 or workers < 1:
@@ -198,7 +200,7 @@ def bench_load(checkpoint: str | Path | None, clients: int = 16, requests: int =
     checkpoint = checkpoint or find_latest_checkpoint(RUNS_ROOT)
     payloads = digit_payloads(load_mnist(data_dir, fetch=True))
     port = free_port()
-    server = start_server(checkpoint, port, workers, backend)
+    server = start_server(checkpoint, port, workers, backend, model=model)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=10) as answer:
             served_by = json.load(answer)["backend"]

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..config import ConfigError, preset_config
 from ..stats import mean_std
 from ..training.rundir import holds_run
+from ..training.setup import check_model_fits
 
 log = logging.getLogger(__name__)
 # flags of `train` that the sweep sets for each run itself
@@ -52,7 +53,7 @@ def check_sweep(presets: list[str], seeds: int, parallel: int, overrides: dict, 
         raise ConfigError(f"--train-args must not set {', '.join(owned)}: the sweep sets "
                           f"{'it' if len(owned) == 1 else 'them'} for every run")
     for name in presets:
-        preset_config(name, **overrides)
+        check_model_fits(preset_config(name, **overrides))  # a user's model builds, runs and fits --max-params
     if seeds < 1 or parallel < 1:
         raise ConfigError("--seeds and --parallel must be at least 1")
 

@@ -20,6 +20,7 @@ from ..config import preset_config
 from ..data import MNIST, load_mnist
 from ..device import resolve_device, synchronize
 from ..models import create_model
+from ..models.summary import macs_of
 from ..stats import mean_std, spread
 from ..training import train
 
@@ -32,24 +33,19 @@ TRAIN_FLOPS_PER_FORWARD = 3
 
 
 def forward_flops(model: nn.Module, input_shape=(1, 1, 28, 28)) -> int:
-    """FLOPs of one forward pass of one image: 2 per multiply-add of conv and linear layers.
+    """FLOPs of one forward pass of one image: 2 per multiply-add of conv and linear layers
+    (``models.summary.macs_of``, the count `tinymnist summary` reports).
 
     BatchNorm, ReLU and pooling are left out: they are a few percent of the arithmetic
     (though not of the time, which is the point of comparing against the peak).
     """
     macs = 0
 
-    def conv_hook(module: nn.Conv2d, inputs, output):
+    def count(module: nn.Module, inputs, output):
         nonlocal macs
-        kh, kw = module.kernel_size
-        macs += output.numel() * (module.in_channels // module.groups) * kh * kw
+        macs += macs_of(module, output) * output.shape[0]
 
-    def linear_hook(module: nn.Linear, inputs, output):
-        nonlocal macs
-        macs += output.numel() * module.in_features
-
-    hooks = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    hooks += [m.register_forward_hook(linear_hook) for m in model.modules() if isinstance(m, nn.Linear)]
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     was_training = model.training
     try:
         model.eval()

@@ -10,7 +10,7 @@ from ..bench.load import bench_load
 from ..bench.training import bench_speed
 from ..config import preset_config
 from ..fileio import atomic_write
-from ..models import create_model
+from ..models import create_model, is_reference
 from ..models.checkpoint import load_checkpoint
 from .common import CLIError, Parser, emit_json, parents
 
@@ -32,15 +32,18 @@ def register(verbs) -> None:
     b = kinds.add_parser("speed", help="time to accuracy over seeds", parents=parents("device", "data_dir"),
                          description="Train each preset once per seed (0..N-1) and report the figures.")
     b.add_argument("--presets", default="speedrun", help="comma-separated presets (default: speedrun)")
-    b.set_defaults(func=cmd_bench_training, print_table=print_speed_table)
+    b.set_defaults(func=cmd_bench_training, print_table=print_speed_table, quiet_loggers=("tinymnist.training",))
     a = kinds.add_parser("accuracy", help="final accuracy of a model's preset over seeds",
                          parents=parents("device", "data_dir"),
                          description="Train the preset named like the model once per seed (0..N-1): "
                          "per-seed final test accuracy, mean ± std, min, time per run, parameters.")
-    a.add_argument("--model", required=True, help="a model with a preset of the same name, e.g. cnn8k")
+    a.add_argument("--model", required=True, help="a model with a preset of the same name (cnn8k), or any model "
+                   "with --preset (yours: path/to/file.py:NAME)")
+    a.add_argument("--preset", help="the recipe to train --model with (default: the preset named like the model)")
+    a.add_argument("--max-params", type=int, help="refuse a model with more parameters, before the first step")
     a.add_argument("--tta", action="store_true", help="also each final model's accuracy with test-time "
                    "augmentation, in a column of its own (the plain accuracy stays the headline)")
-    a.set_defaults(func=cmd_bench_training, print_table=print_seed_table)
+    a.set_defaults(func=cmd_bench_training, print_table=print_seed_table, quiet_loggers=("tinymnist.training",))
     for b in (b, a):
         b.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
         b.add_argument("--dry-run", action="store_true", help="three steps per run: checks the benchmark itself")
@@ -49,13 +52,15 @@ def register(verbs) -> None:
                        help="autocast for every run: auto (bf16 on CUDA), off or bf16 (default: the preset's)")
     b = kinds.add_parser("infer", help="inference throughput and single-image latency", parents=parents("device_cpu"),
                          description="Batched images/s and single-image latency (p50, p99), in-process.")
-    b.add_argument("--model", default="cnn20k", help="registered model to time (default cnn20k)")
+    b.add_argument("--model", default="cnn20k", help="model to time (default cnn20k; yours: path/to/file.py:NAME); "
+                   "with --checkpoint, the code of a checkpoint of your own")
     b.add_argument("--checkpoint", help="time this saved model instead")
     b.add_argument("--batch-size", type=int, default=256)
     b.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="torch (eager, channels-last) or onnx (exported, run by onnxruntime; needs the export extra)")
     b.set_defaults(func=cmd_bench_inference)
-    b = kinds.add_parser("load", help="load test of the web API on loopback", parents=parents("checkpoint", "data_dir"),
+    b = kinds.add_parser("load", help="load test of the web API on loopback",
+                         parents=parents("checkpoint", "data_dir", "model_code"),
                          description="Start `tinymnist serve` on a free loopback port and POST real digit "
                          "images from concurrent clients: requests/s, latency p50/p99, errors.")
     b.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
@@ -83,18 +88,27 @@ def finish(args, report: dict, print_table) -> int:
 
 def cmd_bench_load(args) -> int:
     report = bench_load(args.checkpoint, args.clients, args.requests, args.workers, args.backend,
-                        args.max_seconds, args.data_dir)
+                        args.max_seconds, args.data_dir, model=args.model)
     return finish(args, report, print_load)
 
 
 def cmd_bench_training(args) -> int:
     # `accuracy` is the speed benchmark of one model's preset, printed per seed
-    presets = [args.model] if args.bench_command == "accuracy" else [p for p in args.presets.split(",") if p]
+    overrides = {"dry_run": True} if args.dry_run else {}
+    if args.bench_command == "accuracy":
+        if is_reference(args.model) and not args.preset:
+            raise CLIError(f"--model {args.model} needs --preset: a model of your own has no preset of its name")
+        presets = [args.preset or args.model]
+        if args.preset:
+            overrides["model"] = args.model
+        if args.max_params is not None:
+            overrides["max_params"] = args.max_params
+    else:
+        presets = [p for p in args.presets.split(",") if p]
     for name in presets:
-        preset_config(name)  # raises the library's own "unknown preset" error
+        preset_config(name, **overrides)  # the library's own "unknown preset" error, and bad settings
     if args.seeds < 1:
         raise CLIError("--seeds must be at least 1")
-    overrides = {"dry_run": True} if args.dry_run else {}
     if args.amp:
         overrides["amp"] = args.amp
     if args.bench_command == "accuracy" and args.tta:  # only `accuracy` has --tta
@@ -107,7 +121,8 @@ def cmd_bench_inference(args) -> int:
     # speed does not depend on the weights, so a fresh model times the same as a trained one
     if args.batch_size < 1:
         raise CLIError("--batch-size must be at least 1")
-    model = load_checkpoint(args.checkpoint)[0] if args.checkpoint else create_model(args.model)
+    code = args.model if is_reference(args.model) else None
+    model = load_checkpoint(args.checkpoint, model=code)[0] if args.checkpoint else create_model(args.model)
     if args.backend == "onnx" and args.device not in ("cpu", "auto"):
         raise CLIError("--backend onnx is timed on the CPU; use --device cpu")
     report = bench_inference(model, "cpu" if args.backend == "onnx" else args.device, args.batch_size,

@@ -40,7 +40,7 @@ def _parent(*adders) -> argparse.ArgumentParser:
 
 def parents(*names: str) -> list[argparse.ArgumentParser]:
     """The shared flags by name: json, device (default auto), device_cpu (default cpu), data_dir,
-    checkpoint (--checkpoint, default the newest under runs/)."""
+    checkpoint (--checkpoint, default the newest under runs/), model_code (--model for a user's checkpoint)."""
     return [PARENTS[name]() for name in names]
 
 
@@ -55,6 +55,9 @@ PARENTS = {
         "--data-dir", help="MNIST cache directory (default: $TINYMNIST_DATA or ~/.cache/tinymnist)")),
     "checkpoint": lambda: _parent(lambda p: p.add_argument(
         "--checkpoint", help="saved model (default: the newest under runs/)")),
+    "model_code": lambda: _parent(lambda p: p.add_argument(
+        "--model", metavar="FILE.py:NAME", help="the code of a model of your own that the checkpoint was "
+        "trained from (path/to/file.py:NAME or package.module:NAME); registered models need none")),
 }
 
 
@@ -91,9 +94,17 @@ class ConsoleHandler(logging.Handler):
         stream.flush()
 
 
+# libraries a verb may silence below WARNING (``set_defaults(quiet_loggers=...)``): the benchmarks
+# report each run in one line of their own, not training's per-epoch lines
+QUIETABLE = ("tinymnist.training",)
+
+
 def setup_logging(args, rank: int = 0) -> None:
     """INFO to stdout (to stderr when stdout carries --json, or for verbs that log there);
     warnings only with --quiet, and on every torchrun rank but 0."""
+    for name in QUIETABLE:
+        quieted = name in getattr(args, "quiet_loggers", ())
+        logging.getLogger(name).setLevel(logging.WARNING if quieted else logging.NOTSET)
     logger = logging.getLogger("tinymnist")
     for handler in [h for h in logger.handlers if isinstance(h, ConsoleHandler)]:
         logger.removeHandler(handler)

@@ -14,7 +14,7 @@ from .common import CLIError, emit_json, parents
 
 def register(verbs) -> None:
     p = verbs.add_parser("eval", help="evaluate a saved model on the test set",
-                         parents=parents("device", "data_dir", "json"),
+                         parents=parents("device", "data_dir", "json", "model_code"),
                          description="Accuracy, per-class accuracy and confusion matrix of a checkpoint.")
     p.add_argument("checkpoint", help="a .safetensors model (its .json sidecar beside it) or a run directory")
     p.add_argument("--tta", action="store_true",
@@ -22,7 +22,7 @@ def register(verbs) -> None:
     p.set_defaults(func=cmd_eval)
 
     p = verbs.add_parser("report", help="figures of a saved model's test-set errors",
-                         parents=parents("data_dir", "json"),
+                         parents=parents("data_dir", "json", "model_code"),
                          description="confusion.png, per_class.png and misclassified.png (the most confident "
                          "mistakes first) for a checkpoint on the MNIST test set.")
     p.add_argument("checkpoint", help="a .safetensors model or a run directory")
@@ -32,7 +32,7 @@ def register(verbs) -> None:
 
 def cmd_eval(args) -> int:
     device = resolve_device(args.device)
-    model, meta = load_checkpoint(args.checkpoint, device)
+    model, meta = load_checkpoint(args.checkpoint, device, model=args.model)
     data = load_mnist(args.data_dir).to(device)
     result = evaluate(model, data.test_images, data.test_labels)
     tta = evaluate(model, data.test_images, data.test_labels, tta=True) if args.tta else None
@@ -58,7 +58,7 @@ def cmd_report(args) -> int:
     from ..inference.report import write_report  # matplotlib only here
 
     weights = resolve_checkpoint(args.checkpoint)
-    model, meta = load_checkpoint(weights)
+    model, meta = load_checkpoint(weights, model=args.model)
     out = Path(args.out) if args.out else weights.parent / "report"
     data = load_mnist(args.data_dir, fetch=True)
     with os_errors_as(CLIError, f"cannot write the report to {out}"):

@@ -1,11 +1,12 @@
-"""`tinymnist data`, `models` and `presets`: what is cached, registered and named."""
+"""`tinymnist data`, `models`, `summary` and `presets`: what is cached, registered, built and named."""
 
 from __future__ import annotations
 
 from ..config import list_presets, preset_config
 from ..data import cache_info, fetch_mnist
-from ..models import count_parameters, create_model, list_models, model_info
-from .common import CLIError, Parser, emit_json, parents
+from ..models import check_model, count_parameters, create_model, list_models, model_info
+from ..models.summary import summarize
+from .common import EXIT_MISSED_TARGET, CLIError, Parser, emit_json, parents
 
 
 def register(verbs) -> None:
@@ -27,6 +28,16 @@ def register(verbs) -> None:
     p = verbs.add_parser("models", help="list registered models", description="Names, parameters, budgets.",
                          parents=parents("json"))
     p.set_defaults(func=cmd_models)
+
+    p = verbs.add_parser("summary", help="layers, parameters, MACs and receptive field of a model",
+                         parents=parents("json"),
+                         description="Per layer: output shape, parameters, multiply-accumulates (convolutions and "
+                         "linear layers, weights only) and the receptive field with its jump; totals. Exit 1 when "
+                         "the model is over --max-params.")
+    p.add_argument("model", metavar="MODEL", help="a registered name (cnn20k), or yours: path/to/file.py:NAME or "
+                   "package.module:NAME")
+    p.add_argument("--max-params", type=int, help="say whether the model fits this many parameters")
+    p.set_defaults(func=cmd_summary)
 
     p = verbs.add_parser("presets", help="list training presets", description="The named recipes.",
                          parents=parents("json"))
@@ -69,6 +80,27 @@ def cmd_models(args) -> int:
         for r in rows:
             print(f"{r['name']:<10} {r['params']:>7,} {r['budget']:>7,}  {r['description']}")
     return 0
+
+
+def cmd_summary(args) -> int:
+    model = create_model(args.model)
+    user = model_info(args.model).user
+    check_model(model, args.model, user.path if user else None)
+    report = {"model": args.model, **summarize(model, args.max_params)}
+    if args.json:
+        emit_json(report)
+    else:
+        print(f"{'layer':<16} {'type':<18} {'output':>14} {'params':>8} {'MACs':>11} {'RF':>4} {'jump':>4}")
+        for row in report["layers"]:
+            shape = "x".join(str(d) for d in row["output"])
+            print(f"{row['name']:<16} {row['type']:<18} {shape:>14} {row['params']:>8,} {row['macs']:>11,} "
+                  f"{row['receptive_field']:>4} {row['jump']:>4}")
+        print(f"{args.model}: {report['params']:,} parameters, {report['macs']:,} multiply-accumulates per image, "
+              f"receptive field {report['receptive_field']} px")
+        if args.max_params:
+            verdict = "within" if report["within_budget"] else "OVER"
+            print(f"{verdict} the budget of {args.max_params:,} parameters")
+    return EXIT_MISSED_TARGET if args.max_params and not report["within_budget"] else 0
 
 
 def cmd_presets(args) -> int:

@@ -22,6 +22,7 @@ def register(verbs) -> None:
     p.add_argument("--parallel", type=int, default=1, help="runs at a time (default 1)")
     p.add_argument("--out", help="directory for the runs (default: runs/sweep-<timestamp>)")
     p.add_argument("--train-args", default="", help="extra flags for every run, e.g. \"--epochs 3 --device cpu\"")
+    p.add_argument("--max-params", type=int, help="refuse, before any run starts, a model with more parameters")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -36,7 +37,7 @@ def parse_train_args(presets: list[str], extra: list[str]) -> tuple[dict, list[s
 
 def cmd_sweep(args) -> int:
     presets = [p for p in args.presets.split(",") if p]
-    extra = shlex.split(args.train_args)
+    extra = shlex.split(args.train_args) + ([] if args.max_params is None else ["--max-params", str(args.max_params)])
     overrides, owned = parse_train_args(presets, extra)
     check_sweep(presets, args.seeds, args.parallel, overrides, owned)
     seeds = list(range(args.seeds))

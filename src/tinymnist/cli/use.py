@@ -19,7 +19,7 @@ log = logging.getLogger("tinymnist.cli")
 
 def register(verbs) -> None:
     p = verbs.add_parser("predict", help="read digits in your own images",
-                         parents=parents("checkpoint", "device_cpu", "json"),
+                         parents=parents("checkpoint", "device_cpu", "json", "model_code"),
                          description="Predict the digit in each image (PNG, JPEG, BMP, GIF, TIFF; any size, colour "
                          "or grey, either polarity). Each image is made MNIST-like first: ink found, cropped, "
                          "scaled to 20 px and centred by mass in 28x28. Exit 2 if any image could not be read.")
@@ -28,7 +28,7 @@ def register(verbs) -> None:
     p.set_defaults(func=cmd_predict)
 
     p = verbs.add_parser("export", help="export a saved model to ONNX or torch.export",
-                         parents=parents("data_dir", "json"),
+                         parents=parents("data_dir", "json", "model_code"),
                          description="Write the model as one .onnx file (opset 18, dynamic batch, input (N, 1, 28, 28) "
                          "float32 normalized, output logits; metadata holds normalization and labels) or a "
                          "torch.export .pt2 program, then check it against PyTorch on the whole test set.")
@@ -38,7 +38,8 @@ def register(verbs) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip the parity and accuracy check")
     p.set_defaults(func=cmd_export)
 
-    p = verbs.add_parser("serve", help="the draw-a-digit web page and JSON API", parents=parents("checkpoint"),
+    p = verbs.add_parser("serve", help="the draw-a-digit web page and JSON API",
+                         parents=parents("checkpoint", "model_code"),
                          description="Serve a page to draw digits on and POST /api/predict (image upload in 'file' "
                          "or JSON pixels), GET /api/health, GET /api/model; OpenAPI docs at /docs.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -51,7 +52,7 @@ def register(verbs) -> None:
 
 def cmd_predict(args) -> int:
     checkpoint = checkpoint_path(args)
-    model, meta = load_checkpoint(checkpoint, resolve_device(args.device))
+    model, meta = load_checkpoint(checkpoint, resolve_device(args.device), model=args.model)
     # unreadable images are per-file errors inside; an OSError here is the preview folder
     with os_errors_as(CLIError, f"cannot write the previews to {args.show_preprocessed}"):
         predictions, errors = predict_files(model, args.images, args.show_preprocessed)
@@ -69,7 +70,7 @@ def cmd_predict(args) -> int:
 
 def cmd_export(args) -> int:
     weights = resolve_checkpoint(args.checkpoint)
-    model, meta = load_checkpoint(weights)
+    model, meta = load_checkpoint(weights, model=args.model)
     out = Path(args.output) if args.output else weights.with_suffix(f".{args.format}")
     if args.format == "onnx":
         path, run = export_onnx(model, meta, out), onnx_runner
@@ -105,10 +106,10 @@ def cmd_serve(args) -> int:
     if args.workers < 1:
         raise CLIError(f"--workers must be at least 1, got {args.workers}")
     checkpoint = checkpoint_path(args)
-    model, meta = load_checkpoint(checkpoint, "cpu")
+    model, meta = load_checkpoint(checkpoint, "cpu", model=args.model)
     meta["checkpoint"] = str(checkpoint)
     with os_errors_as(CLIError, f"cannot listen on {args.host}:{args.port}"):
         sock = listening_socket(args.host, args.port)
     serve(model, meta, args.host, args.port, log_level="warning" if args.quiet_server else "info",
-          workers=args.workers, backend=args.backend, sock=sock)
+          workers=args.workers, backend=args.backend, sock=sock, model_code=args.model)
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import time
 from pathlib import Path
@@ -22,7 +23,10 @@ from torch import nn
 from .. import __version__
 from ..data.augment import MNIST_MEAN, MNIST_STD
 from ..fileio import atomic_write
-from .registry import UnknownModelError, count_parameters, create_model, layer_signature
+from .reference import ModelError, check_model, is_reference, load_reference, source_sha256
+from .registry import UnknownModelError, count_parameters, create_model, layer_signature, model_info
+
+log = logging.getLogger(__name__)
 
 FORMAT = "tinymnist-checkpoint/1"
 LABELS = [str(d) for d in range(10)]
@@ -82,12 +86,31 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, model_name: str, meta
         "weights_sha256": hashlib.sha256(blob).hexdigest(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": versions(),
+        **source_fields(model_name, module),
         **metadata,
     }
     # weights first, sidecar last: a sidecar only exists for weights that were fully written
     atomic_write(path, blob)
     atomic_write(sidecar_path(path), json.dumps(sidecar, indent=2) + "\n")
     return path
+
+
+def source_fields(model_name: str, module: nn.Module) -> dict:
+    """For a user's model: the reference as given, the sha256 of the file that defines it and the
+    class of the saved module, so that loading can say which --model to pass and notice an edit."""
+    if not is_reference(model_name):
+        return {}
+    try:
+        path = load_reference(model_name).path
+    except ModelError:  # a model handed to train() as an object, from a module that cannot be imported by name
+        import inspect
+
+        try:
+            path = Path(inspect.getsourcefile(type(module)) or "")
+        except TypeError:
+            path = None
+    return {"source": model_name, "source_sha256": source_sha256(path) if path else None,
+            "class_name": type(module).__name__}
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -119,10 +142,18 @@ def read_metadata(path: str | Path) -> dict:
     return meta
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """The model (in eval mode, on ``device``) and its sidecar metadata."""
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu",
+                    model: str | nn.Module | None = None) -> tuple[nn.Module, dict]:
+    """The model (in eval mode, on ``device``) and its sidecar metadata.
+
+    A checkpoint of a user's model loads only with ``model``: its reference (``my_net.py:Net``,
+    the CLI's --model) or an instance. Nothing runs a user's code because a checkpoint said so."""
     weights = resolve_checkpoint(path)
     meta = read_metadata(weights)
+    if model is None and meta.get("source"):
+        raise CheckpointError(f"{weights} holds a model of your own ({meta['source']}); loading runs its code, so "
+                              f"tinymnist does it only when asked: pass --model {meta['source']} (or where that "
+                              "file is now)")
     blob = weights.read_bytes()
     if meta.get("weights_sha256") and hashlib.sha256(blob).hexdigest() != meta["weights_sha256"]:
         raise CheckpointError(f"{weights} does not match the sha256 in its sidecar (corrupt or replaced)")
@@ -130,16 +161,16 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         state = load_safetensors(blob)
     except (SafetensorError, ValueError) as exc:
         raise CheckpointError(f"{weights} is not a safetensors file ({exc})") from None
-    try:
-        model = create_model(meta["model"])
-    except UnknownModelError as exc:
-        raise CheckpointError(f"{weights}: {exc}") from None
+    model = model_for(weights, meta, model)
     saved_layers = meta.get("layers")  # absent from checkpoints older than the field
     if saved_layers is None and meta["model"] in CHANGED_WITH_SIGNATURE:
         raise CheckpointError(f"{weights}: saved from an older layout of model {meta['model']} (its sidecar "
                               "predates `layers`); retrain it with this version")
     if saved_layers is not None and not same_layout(saved_layers, model):
         # one line: the signatures themselves run to hundreds of characters (the sidecar has the old one)
+        if meta.get("source"):
+            raise CheckpointError(f"{weights}: saved from another layout than the model you passed builds "
+                                  "(see `layers` in its sidecar)")
         raise CheckpointError(f"{weights}: saved from another layout of model {meta['model']} than this "
                               "tinymnist's (see `layers` in its sidecar); retrain it with this version")
     expected = model.state_dict()
@@ -154,6 +185,25 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         raise CheckpointError(f"{weights}: unexpected tensor {extra[0]!r} for model {meta['model']}")
     model.load_state_dict(state)
     return model.to(device).eval(), meta
+
+
+def model_for(weights: Path, meta: dict, model: str | nn.Module | None) -> nn.Module:
+    """The module to load ``weights`` into: ``model`` itself, or built from its name (by default
+    the sidecar's registered name). A user's file that changed since training loads with a warning."""
+    if isinstance(model, nn.Module):
+        return model
+    name = model or meta["model"]
+    try:
+        built = create_model(name)
+    except UnknownModelError as exc:
+        raise CheckpointError(f"{weights}: {exc}") from None
+    user = model_info(name).user
+    if user is not None:
+        check_model(built, name, user.path)
+        if meta.get("source_sha256") and user.sha256 and user.sha256 != meta["source_sha256"]:
+            log.warning(f"{user.path} has changed since {weights.name} was trained (its sha256 differs); loading "
+                        "it anyway: its layers and tensors must still fit")
+    return built
 
 
 def find_latest_checkpoint(root: str | Path = "runs") -> Path:

@@ -2,7 +2,8 @@
 
 Every model takes normalized (B, 1, 28, 28) float input and returns (B, 10) logits. The
 tests loop over ``list_models()``, so a new variant is checked against its budget the day
-it lands.
+it lands. A user's own model, named by reference (``my_net.py:Net``), goes through the same
+``model_info`` and ``create_model`` (see ``reference``), but is not listed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Callable
 
 from torch import nn
 
+from .reference import UserModel, is_reference, load_reference
+
 PARAM_BUDGET = 20_000  # the project's promise: every default model stays under this
 NUM_CLASSES = 10
 
@@ -20,8 +23,9 @@ NUM_CLASSES = 10
 class ModelInfo:
     name: str
     factory: Callable[[], nn.Module]
-    budget: int  # parameters (all that inference uses; BN running stats are buffers, not counted)
+    budget: int  # parameters (all that inference uses; BN running stats are buffers, not counted); 0: none
     description: str
+    user: UserModel | None = None  # where a user's model came from
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -49,6 +53,10 @@ def list_models() -> list[str]:
 
 
 def model_info(name: str) -> ModelInfo:
+    """The registered model ``name``, or the user's model ``name`` refers to (imported once)."""
+    if is_reference(name):
+        user = load_reference(name)
+        return ModelInfo(name, user.create, 0, f"user model {name}", user)
     try:
         return _REGISTRY[name]
     except KeyError:

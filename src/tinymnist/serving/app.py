@@ -239,8 +239,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 def serve(model: nn.Module, meta: dict, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
           workers: int = 1, backend: str = "auto", cache_dir: str | Path | None = None,
-          sock: socket.socket | None = None) -> None:
-    """Serve until Ctrl-C, on ``sock`` if given (from `listening_socket`), else on ``host:port``."""
+          sock: socket.socket | None = None, model_code: str | None = None) -> None:
+    """Serve until Ctrl-C, on ``sock`` if given (from `listening_socket`), else on ``host:port``.
+    ``model_code``: the reference a user's checkpoint loads with, in each worker process too."""
     import uvicorn
 
     sock = sock or listening_socket(host, port)
@@ -253,7 +254,7 @@ def serve(model: nn.Module, meta: dict, host: str = "127.0.0.1", port: int = 800
         log.info(f"inference: {'onnxruntime' if onnx is not None else 'PyTorch'}, "
             + (f"{workers} worker processes" if workers > 1 else "in the HTTP process"))
         # one HTTP process; with --workers N the decoding and inference run in N worker processes
-        pool = InferencePool(meta["checkpoint"], workers, onnx=onnx) if workers > 1 else None
+        pool = InferencePool(meta["checkpoint"], workers, onnx=onnx, model=model_code) if workers > 1 else None
         try:
             config = uvicorn.Config(create_app(model, meta, pool=pool, onnx=onnx), log_level=log_level,
                                     timeout_keep_alive=5, limit_concurrency=256)

@@ -32,7 +32,7 @@ class WorkerFailed(RuntimeError):
     """A worker died with the request in flight (the request itself may be the cause)."""
 
 
-def worker_main(conn: Connection, checkpoint: str, onnx: bytes | None) -> None:
+def worker_main(conn: Connection, checkpoint: str, onnx: bytes | None, model: str | None = None) -> None:
     """One worker process: load the model, then answer requests from the pipe until it closes."""
     import torch
 
@@ -41,8 +41,8 @@ def worker_main(conn: Connection, checkpoint: str, onnx: bytes | None) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes the pipes
     torch.set_num_threads(1)  # one core per worker; threads would fight the other workers
-    model, _ = load_checkpoint(checkpoint, "cpu")
-    classify = Classifier(model, onnx)
+    net, _ = load_checkpoint(checkpoint, "cpu", model=model)
+    classify = Classifier(net, onnx)
     conn.send_bytes(b"ready")
     while True:
         try:
@@ -69,8 +69,9 @@ class InferencePool:
     """``workers`` processes, each holding the model; ``await pool.run(message)`` answers one request."""
 
     def __init__(self, checkpoint: str | Path, workers: int, *, onnx: bytes | None = None,
-                 start_timeout: float = START_TIMEOUT):
+                 start_timeout: float = START_TIMEOUT, model: str | None = None):
         self.checkpoint, self.onnx = str(checkpoint), onnx  # onnx: run the model in onnxruntime
+        self.model = model  # a user's model: the reference each worker loads the checkpoint with
         self._context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's threads
         self._pending: collections.deque = collections.deque()  # (message, future) waiting for a worker
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -85,8 +86,8 @@ class InferencePool:
 
     def _spawn(self) -> Worker:
         parent, child = self._context.Pipe(duplex=True)
-        process = self._context.Process(target=worker_main, args=(child, self.checkpoint, self.onnx), daemon=True,
-                                        name="tinymnist-worker")
+        process = self._context.Process(target=worker_main, args=(child, self.checkpoint, self.onnx, self.model),
+                                        daemon=True, name="tinymnist-worker")
         process.start()
         child.close()
         return Worker(process, parent)

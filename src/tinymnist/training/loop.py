@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,10 +25,11 @@ from ..config import NO_AUGMENT, AugmentSpec, ConfigError, TrainConfig
 from ..data import MNIST, augment_batch, load_mnist
 from ..device import resolve_device, synchronize
 from ..inference.evaluate import EvalResult, evaluate
+from ..models import reference_of
 from . import distributed
 from .errors import Interrupted, TrainingError
 from .rundir import prepare_out_dir, save_run, write_metrics, writing
-from .setup import Run, build_run
+from .setup import Run, build_run, check_model_fits
 from .state import RESUME_FILE, load_resume_state, restore_resume_state, save_resume_state
 from .step import train_step
 
@@ -88,19 +89,27 @@ class LoopState:
     partial: dict | None = None  # a mid-epoch stop: that epoch's permutation and running sums
 
 
-def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Path | None = None,
-          out_dir: str | Path | None = None, progress: bool = True, resume: bool = False,
-          on_step: Callable[[StepBatch], None] | None = None) -> TrainResult:
+def train(config: TrainConfig, *, model: torch.nn.Module | None = None, data: MNIST | None = None,
+          data_dir: str | Path | None = None, out_dir: str | Path | None = None, progress: bool = True,
+          resume: bool = False, on_step: Callable[[StepBatch], None] | None = None,
+          on_epoch: Callable[[dict], None] | None = None, test_set: bool = True) -> TrainResult:
     """Train ``config`` from scratch, or with ``resume`` from ``out_dir``'s saved state.
+
+    ``model``: train this module (from the weights it has) instead of building ``config.model``;
+    the run records it as ``module:Class``, the reference that loads it back. ``on_step`` sees each
+    step's batch, ``on_epoch`` each finished epoch's history row (it may raise to stop the run).
+    ``test_set=False`` never reads the test images (a search: choices on validation only); the
+    result's test figures are then NaN, and nothing may be written (no ``out_dir``).
 
     With ``out_dir``, every epoch ends with a resumable state written atomically, and Ctrl-C
     or SIGTERM stop the run after the current step with that state saved (``Interrupted``).
     A resumed run on the CPU gives the same weights, bit for bit, as one never stopped.
     Under torchrun each process is one data-parallel rank; rank 0 alone evaluates and writes.
     """
-    config.validate()
+    config = (replace(config, model=reference_of(model)) if model is not None else config).validate()
     ctx = distributed.context_from_env()
-    check_launch(config, ctx, resume)
+    check_launch(config, ctx, resume, writes=out_dir is not None, test_set=test_set)
+    check_model_fits(config, model)
     device = distributed.setup(ctx, resolve_device(config.device))
     if not ctx.is_main:
         out_dir, progress = None, False
@@ -109,7 +118,7 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
                               device)
     saved = load_resume_state(out) if resume and out is not None else None
     data = data or distributed.main_first(ctx, lambda fetch: load_mnist(data_dir, fetch=fetch), device)
-    run = build_run(config, data.to(device), ctx, device, fresh=saved is None)
+    run = build_run(config, data.to(device), ctx, device, fresh=saved is None, module=model, test_set=test_set)
     state = LoopState(train_seconds=run.init_seconds) if saved is None else resume_state(run, saved, out)
     log.info(f"training {config.model} ({run.params:,} parameters) on {device}, preset {config.preset}, "
              f"{run.plan.total_steps} steps of {config.batch_size} "
@@ -121,13 +130,18 @@ def train(config: TrainConfig, *, data: MNIST | None = None, data_dir: str | Pat
             sums = train_epoch(run, state, epoch, stop, out, progress, on_step)
             # rank 0 alone evaluates on all 10,000 test images and writes; the others wait for it
             result = distributed.on_main(ctx, lambda: end_epoch(run, state, epoch, sums, out), device)
+            if on_epoch is not None and ctx.is_main:
+                on_epoch(state.history[-1])
     final = distributed.on_main(ctx, lambda: final_evaluation(run, result), device)
     checkpoint = distributed.on_main(ctx, lambda: save(run, state, final, out), device)
     distributed.teardown(ctx)
     return summarize(run, state, final, checkpoint, out)
 
 
-def check_launch(config: TrainConfig, ctx: distributed.Context, resume: bool) -> None:
+def check_launch(config: TrainConfig, ctx: distributed.Context, resume: bool, writes: bool, test_set: bool) -> None:
+    if writes and not test_set:
+        raise ConfigError("a run that does not read the test set writes no run directory (its model would "
+                          "have no test figures)")
     if ctx.enabled and resume:
         raise ConfigError("--resume runs in a single process; start it without torchrun")
     if ctx.enabled and config.batch_size < ctx.world_size:
@@ -197,23 +211,25 @@ def train_epoch(run: Run, state: LoopState, epoch: int, stop: "stop_requests", o
     return epoch_steps, loss_sum, correct
 
 
-def end_epoch(run: Run, state: LoopState, epoch: int, sums: tuple, out: Path | None) -> EvalResult:
+def end_epoch(run: Run, state: LoopState, epoch: int, sums: tuple, out: Path | None) -> EvalResult | None:
     """Evaluate, append the epoch's row to the history, log it, write metrics and the resumable state."""
     config = run.config
     epoch_steps, loss_sum, correct = sums
     train_loss = loss_sum.item() / epoch_steps
     result = evaluate(run.final_model, run.data.test_images, run.data.test_labels, config.eval_batch_size,
-                      config.channels_last)
+                      config.channels_last) if run.test_set else None
     row = {"epoch": round(state.step / run.plan.steps_per_epoch, 4), "step": state.step, "train_loss": train_loss,
-           "train_acc": 100.0 * correct.item() / (epoch_steps * config.batch_size),
-           "test_loss": result.loss, "test_acc": result.accuracy,
-           "lr": run.schedule.get_last_lr()[0], "seconds": state.train_seconds}
+           "train_acc": 100.0 * correct.item() / (epoch_steps * config.batch_size)}
+    if result is not None:
+        row.update(test_loss=result.loss, test_acc=result.accuracy)
+    row.update(lr=run.schedule.get_last_lr()[0], seconds=state.train_seconds)
     if run.val_x is not None:
         val = evaluate(run.final_model, run.val_x, run.val_y, config.eval_batch_size, config.channels_last)
         row.update(val_loss=val.loss, val_acc=val.accuracy)
     state.history.append(row)
+    scored = f"test {result.accuracy:.2f}%" if result else f"validation {row.get('val_acc', math.nan):.2f}%"
     log.info(f"epoch {epoch}/{run.plan.epochs}  loss {train_loss:.4f}  train {row['train_acc']:.2f}%  "
-             f"test {result.accuracy:.2f}%  {state.train_seconds:.1f}s")
+             f"{scored}  {state.train_seconds:.1f}s")
     if out is not None:
         with writing(out / "metrics.json"):
             write_metrics(state.history, out)
@@ -238,9 +254,12 @@ class FinalEvaluation:
     val_acc_tta: float | None = None
 
 
-def final_evaluation(run: Run, result: EvalResult | None) -> FinalEvaluation:
-    """The last epoch's test figures, held to the target; with --tta, the TTA figures beside them."""
+def final_evaluation(run: Run, result: EvalResult | None) -> FinalEvaluation | None:
+    """The last epoch's test figures, held to the target; with --tta, the TTA figures beside them.
+    None for a run that does not read the test set."""
     config, model = run.config, run.final_model
+    if not run.test_set:
+        return None
     if result is None:  # resumed a run that had already finished its last epoch
         result = evaluate(model, run.data.test_images, run.data.test_labels, config.eval_batch_size,
                           config.channels_last)
@@ -271,7 +290,7 @@ def summarize(run: Run, state: LoopState, final: FinalEvaluation | None, checkpo
     return TrainResult(
         test_acc=result.accuracy if result else float("nan"), params=run.params, model=config.model,
         preset=config.preset, epochs=round(state.step / run.plan.steps_per_epoch, 4), seed=config.seed,
-        train_seconds=state.train_seconds, checkpoint=checkpoint, passed=final.passed if final else True,
+        train_seconds=state.train_seconds, checkpoint=checkpoint, passed=final.passed if final else run.test_set,
         target_acc=config.target_acc, device=str(run.device), steps=state.step,
         images_per_second=state.step * config.batch_size / max(state.train_seconds, 1e-9),
         compile_seconds=state.compile_seconds, out_dir=str(out) if out else None, history=state.history,

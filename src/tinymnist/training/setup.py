@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import ConfigError, TrainConfig
 from ..data import MNIST, normalize
 from ..device import autocast_dtype, synchronize
-from ..models import count_parameters, create_model
+from ..models import check_model, count_parameters, create_model, model_info
 from .distributed import Context
 from .optim import build_optimizer
 
@@ -79,6 +79,7 @@ class Run:
     plan: StepPlan
     params: int
     init_seconds: float  # a data-dependent init's time: it counts as training time
+    test_set: bool = True  # False: the per-epoch and final evaluations never read the test images
 
     @property
     def final_model(self) -> nn.Module:
@@ -97,11 +98,24 @@ def split_validation(data: MNIST, n_val: int, batch_size: int):
             data.train_labels[-n_val:])
 
 
+def check_model_fits(config: TrainConfig, module: nn.Module | None = None) -> None:
+    """Before anything is written: the model builds, maps a dummy batch to (N, 10) logits, and
+    fits --max-params. A user's model that fails names their file and line (``ModelError``)."""
+    model = module if module is not None else create_model(config.model)
+    user = None if module is not None else model_info(config.model).user
+    check_model(model, config.model, user.path if user else None)
+    params = count_parameters(model)
+    if config.max_params and params > config.max_params:
+        raise ConfigError(f"model {config.model} has {params:,} parameters, over --max-params "
+                          f"{config.max_params:,}")
+
+
 def build_model(name: str, device: torch.device, memory_format: torch.memory_format,
-                train_images: torch.Tensor | None) -> tuple[nn.Module, float]:
-    """The registered model on ``device``; a model with a data-dependent init gets it from
-    ``train_images`` (never test images). Returns the seconds that init took."""
-    model = create_model(name).to(device, memory_format=memory_format)
+                train_images: torch.Tensor | None, module: nn.Module | None = None) -> tuple[nn.Module, float]:
+    """The model (``module``, or ``name`` built from the registry) on ``device``; a model with a
+    data-dependent init gets it from ``train_images`` (never test images). Returns the seconds
+    that init took."""
+    model = (module if module is not None else create_model(name)).to(device, memory_format=memory_format)
     if train_images is None or not hasattr(model, "init_from_data"):
         return model, 0.0
     started = time.perf_counter()
@@ -110,14 +124,15 @@ def build_model(name: str, device: torch.device, memory_format: torch.memory_for
     return model, time.perf_counter() - started
 
 
-def build_run(config: TrainConfig, data: MNIST, ctx: Context, device: torch.device, fresh: bool = True) -> Run:
+def build_run(config: TrainConfig, data: MNIST, ctx: Context, device: torch.device, fresh: bool = True,
+              module: nn.Module | None = None, test_set: bool = True) -> Run:
     """Seed, split, build the model (initialized from data when ``fresh``), wrap it for DDP,
     and make the optimizer and schedule for the planned number of steps."""
     train_x, train_y, val_x, val_y = split_validation(data, config.val_images, config.batch_size)
     torch.manual_seed(config.seed)  # model init (the same on every rank) and dropout
     generator = torch.Generator(device=device).manual_seed(config.seed)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model, init_seconds = build_model(config.model, device, memory_format, train_x if fresh else None)
+    model, init_seconds = build_model(config.model, device, memory_format, train_x if fresh else None, module)
     params = count_parameters(model)
     ema = (torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema), use_buffers=True)
@@ -135,4 +150,5 @@ def build_run(config: TrainConfig, data: MNIST, ctx: Context, device: torch.devi
                ema=ema, optimizer=optimizer, schedule=schedule,
                trainable=[p for p in net.parameters() if p.requires_grad], generator=generator,
                augment_generator=augment_generator, memory_format=memory_format,
-               amp_dtype=autocast_dtype(config.amp, device), plan=plan, params=params, init_seconds=init_seconds)
+               amp_dtype=autocast_dtype(config.amp, device), plan=plan, params=params, init_seconds=init_seconds,
+               test_set=test_set)
