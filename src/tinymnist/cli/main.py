@@ -12,15 +12,16 @@ from .. import __version__
 from ..config import ConfigError
 from ..data import DataError
 from ..inference.export import ExportError
-from ..models import UnknownModelError
+from ..models import ModelError, UnknownModelError
 from ..models.checkpoint import CheckpointError
 from ..training import Interrupted, OutputDirError, TrainingError
 from ..training.distributed import RankStopped, context_from_env, exit_rank
-from . import bench, evaluate, info, sweep, train, use
+from . import bench, evaluate, info, sweep, train, tune, use
 from .common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_MISSED_TARGET, CLIError, Parser, say, setup_logging
 
-VERB_GROUPS = (train, evaluate, info, bench, use, sweep)  # each registers its verbs
-BAD_INPUT = (CLIError, ConfigError, DataError, CheckpointError, UnknownModelError, OutputDirError, ExportError)
+VERB_GROUPS = (train, evaluate, info, bench, use, sweep, tune)  # each registers its verbs
+BAD_INPUT = (CLIError, ConfigError, DataError, CheckpointError, UnknownModelError, ModelError, OutputDirError,
+             ExportError)
 
 
 def build_parser() -> Parser:
