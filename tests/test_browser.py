@@ -1,4 +1,6 @@
-"""End to end in a real headless Chromium: draw digits on the page with the mouse, read the answer.
+"""End to end in a real headless Chromium: draw digits on the page with the mouse, read the answer;
+read the API docs. Every request to a host other than the server is blocked, as on a machine
+with no internet: the page and the docs must work from what the server itself serves.
 
 Needs Debian's chromium (``.ci/run`` installs it) and Playwright for Python; without either
 the test is skipped with the reason, and the rest of the suite still runs.
@@ -9,6 +11,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -28,17 +31,54 @@ STROKES = {
 }
 
 
+def offline(page, server: str) -> list[str]:
+    """Block every request that does not go to ``server``; returns the list of blocked URLs."""
+    blocked: list[str] = []
+    origin = urlsplit(server).netloc
+
+    def route(r):
+        if urlsplit(r.request.url).netloc == origin:
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    return blocked
+
+
 @pytest.fixture(scope="module")
-def page(live_server):
+def browser():
     if not CHROMIUM:
         pytest.skip("no chromium on PATH (Debian: apt-get install chromium); browser test skipped")
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1000, "height": 640})
-        page.goto(live_server)
-        page.wait_for_selector("#model:not(:empty)")
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, live_server):
+    page = browser.new_page(viewport={"width": 1000, "height": 640})
+    page.blocked = offline(page, live_server)
+    page.goto(live_server)
+    page.wait_for_selector("#model:not(:empty)")
+    yield page
+    assert page.blocked == [], f"the page asked another host for {page.blocked}"
+    page.close()
+
+
+def test_the_api_docs_render_with_no_other_host(browser, live_server):
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    blocked = offline(page, live_server)
+    page.goto(live_server + "docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+    paths = {p.strip() for p in page.locator(".opblock-summary-path").all_text_contents()}
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "docs.png"))
+    page.close()
+    assert {"/api/predict", "/api/health", "/api/model"} <= paths, paths
+    assert blocked == [], blocked
 
 
 def draw(page, strokes):

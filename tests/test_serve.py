@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,6 +57,42 @@ def test_health_model_and_docs(client, trained_model):
     schema = client.get("/openapi.json").json()
     assert {"/api/predict", "/api/health", "/api/model"} <= set(schema["paths"])
     assert client.get("/docs").status_code == 200
+
+
+def local_references(html: str) -> list[str]:
+    """Every src= and href= of a page; none may point at another host."""
+    import re
+
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html)
+    refs += re.findall(r"""url\s*:\s*["']([^"']+)["']""", html)  # Swagger UI's openapi URL
+    return refs
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+def test_the_api_docs_are_served_from_this_server(client, path):
+    page = client.get(path)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    refs = local_references(page.text)
+    assert refs, "the docs page references no script at all"
+    assert not [r for r in refs if "://" in r or r.startswith("//")], refs
+    for ref in refs:  # every asset it loads is here
+        assert client.get(ref).status_code == 200, ref
+
+
+def test_no_answer_discloses_a_path_of_the_server(trained_model, trained_checkpoint, digits):
+    model, meta = trained_model
+    run_dir = str(Path(trained_checkpoint).resolve().parent)
+    with TestClient(create_app(model, {**meta, "checkpoint": str(trained_checkpoint)}, max_body_bytes=LIMIT),
+                    raise_server_exceptions=False) as c:
+        assert c.get("/api/model").json()["checkpoint"] == Path(trained_checkpoint).name
+        answers = [c.get(p) for p in ("/", "/api/model", "/api/health", "/openapi.json", "/docs", "/redoc", "/nope")]
+        answers += [c.post("/api/predict", files={"file": ("d.png", png(render(digits[0][0], 280)))}),
+                    c.post("/api/predict", files={"file": ("x.png", b"not an image")}),
+                    c.post("/api/predict", content=b"{", headers={"content-type": "application/json"}),
+                    c.post("/api/predict", content=b"x", headers={"content-type": "text/plain"}),
+                    c.post("/api/predict", content=b"x" * (LIMIT + 1), headers={"content-type": "text/plain"})]
+    for answer in answers:
+        assert run_dir not in answer.text and str(trained_checkpoint) not in answer.text, answer.url
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
+from fastapi_offline import FastAPIOffline
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -140,6 +141,11 @@ ERRORS_DOCS = {code: {"model": ErrorResponse, "description": text} for code, tex
     (503, "the inference worker holding the request died (it is replaced; retry)"))}
 
 
+def checkpoint_name(meta: dict) -> str | None:
+    """The checkpoint's file name: an answer never discloses where on the server it lives."""
+    return Path(meta["checkpoint"]).name if meta.get("checkpoint") else None
+
+
 def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_BYTES,
                pool: InferencePool | None = None, onnx: bytes | None = None) -> FastAPI:
     """The app; inference runs in this process (in onnxruntime when ``onnx`` is given), or in
@@ -151,13 +157,15 @@ def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_B
         if pool is not None:
             pool.close()
 
-    app = FastAPI(title="tinymnist", version=__version__, lifespan=lifespan,
+    # /docs and /redoc from assets in the fastapi-offline package (Swagger UI 5, which renders
+    # OpenAPI 3.1; swagger-ui-bundle's 4.15 cannot): nothing is fetched from another host
+    app = FastAPIOffline(title="tinymnist", version=__version__, lifespan=lifespan,
                   description="Draw a digit; a compact CNN reads it. POST an image or 28x28 pixels to "
                   "/api/predict.")
     classify = Classifier(model, onnx) if pool is None else None
     page = resources.files("tinymnist.serving").joinpath("web/index.html").read_text(encoding="utf-8")
     info = {"name": meta.get("model"), "parameters": meta.get("params"), "test_acc": meta.get("test_acc"),
-            "preset": meta.get("preset"), "checkpoint": meta.get("checkpoint"),
+            "preset": meta.get("preset"), "checkpoint": checkpoint_name(meta),
             "backend": "onnx" if onnx is not None or (pool is not None and pool.onnx is not None) else "torch",
             "workers": len(pool.pids()) if pool is not None else 1}
 
@@ -173,7 +181,11 @@ def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_B
                 raise error(503, str(exc)) from None
         if status == 0:
             return Response(payload, media_type="application/json")
-        raise error(422 if status == 1 else 500, payload.decode(errors="replace"))
+        if status == 1:
+            raise error(422, payload.decode(errors="replace"))
+        # an unexpected error: its text may hold the server's paths; the server's log has it
+        log.warning(f"inference failed: {payload.decode(errors='replace')}")
+        raise error(500, "the model could not answer this request (the server's log says why)")
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
