@@ -4,11 +4,60 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 
 class ConfigError(ValueError):
     """A setting or preset that does not exist or does not make sense."""
+
+
+TRAIN_IMAGES = 60_000  # MNIST's training set: batches and held-out images come out of it
+# The valid range of every numeric field: (low, high, low included, high included). Augmentation
+# strengths are bounded by what still leaves a 28x28 digit in the frame: rotation up to 180
+# degrees, translation up to half the image, scale under 1 (a factor in (0, 2)), shear up to 60.
+RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "epochs": (0, 1000, False, True), "batch_size": (0, TRAIN_IMAGES, False, True),
+    "lr": (0, 10, False, True), "weight_decay": (0, 1, True, True), "muon_lr": (0, 10, True, True),
+    "pct_start": (0, 1, False, False), "div_factor": (0, 1e6, False, True), "final_div_factor": (0, 1e9, False, True),
+    "grad_clip": (0, 1e6, True, True), "label_smoothing": (0, 1, True, False), "ema": (0, 1, True, False),
+    "rotate_deg": (0, 180, True, True), "translate": (0, 0.5, True, True), "scale": (0, 1, True, False),
+    "shear_deg": (0, 60, True, True), "erase_prob": (0, 1, True, True), "clean_epochs": (0, 1000, True, True),
+    "seed": (0, 2**32 - 1, True, True), "eval_batch_size": (0, 100_000, False, True),
+    "val_images": (0, TRAIN_IMAGES - 1, True, True), "target_acc": (0, 100, True, True),
+    "max_params": (0, 10**9, True, True),
+}
+TEXT_LIMIT = 1000  # characters of a text setting (a model reference, a device, a preset name)
+
+
+def range_text(low: float, high: float, low_in: bool, high_in: bool) -> str:
+    def number(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() and abs(x) < 1e12 else f"{x:g}"
+
+    return f"{'>=' if low_in else '>'} {number(low)} and {'<=' if high_in else '<'} {number(high)}"
+
+
+def check_field(name: str, kind: str, value) -> None:
+    """One field against its type and range: a one-line ConfigError naming the flag."""
+    flag = "--" + name.replace("_", "-")
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false ({flag}), got {value!r}")
+        return
+    if kind == "str":
+        if not isinstance(value, str) or not value.strip() or len(value) > TEXT_LIMIT or "\x00" in value:
+            raise ConfigError(f"{name} must be a non-empty text of at most {TEXT_LIMIT} characters ({flag}), "
+                              f"got {str(value)[:60]!r}")
+        return
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not numeric or (kind == "int" and not isinstance(value, int)):
+        raise ConfigError(f"{name} must be {'a whole number' if kind == 'int' else 'a number'} ({flag}), "
+                          f"got {value!r}")
+    low, high, low_in, high_in = RANGES[name]
+    inside = math.isfinite(value) and (low <= value if low_in else low < value) and \
+        (value <= high if high_in else value < high)
+    if not inside:
+        raise ConfigError(f"{name} must be {range_text(low, high, low_in, high_in)} ({flag}), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -80,33 +129,18 @@ class TrainConfig:
         return AugmentSpec(self.rotate_deg, self.translate, self.scale, self.shear_deg, self.erase_prob)
 
     def validate(self) -> "TrainConfig":
-        positive = ("epochs", "batch_size", "lr", "eval_batch_size", "div_factor", "final_div_factor")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        non_negative = ("weight_decay", "muon_lr", "grad_clip", "label_smoothing", "ema", "rotate_deg",
-                        "translate", "scale", "shear_deg", "clean_epochs")
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("ema", "label_smoothing", "scale"):
-            if getattr(self, name) >= 1:
-                raise ConfigError(f"{name} must be < 1, got {getattr(self, name)}")
-        if not 0 < self.pct_start < 1:
-            raise ConfigError(f"pct_start must be in (0, 1), got {self.pct_start}")
-        if not 0 <= self.erase_prob <= 1:
-            raise ConfigError(f"erase_prob must be in [0, 1], got {self.erase_prob}")
+        """Every field in its documented range (``RANGES``, docs/cli.md), before anything is
+        written; the message names the flag, the value and the range."""
+        for f in dataclasses.fields(self):
+            check_field(f.name, str(f.type), getattr(self, f.name))
         if self.amp not in ("auto", "off", "bf16"):
-            raise ConfigError(f"amp must be auto, off or bf16, got {self.amp!r}")
-        if not 0 <= self.target_acc <= 100:
-            raise ConfigError(f"target_acc is a percentage, got {self.target_acc}")
+            raise ConfigError(f"amp must be auto, off or bf16 (--amp), got {self.amp!r}")
         if self.clean_epochs > self.epochs:  # else the run would silently never augment
             raise ConfigError(f"clean_epochs ({self.clean_epochs:g}) must not exceed epochs ({self.epochs:g}); "
                               "pass fewer --clean-epochs (0 turns them off) or more --epochs")
-        if self.val_images < 0:
-            raise ConfigError(f"val_images must be >= 0, got {self.val_images}")
-        if self.max_params < 0:
-            raise ConfigError(f"max_params must be >= 0 (0: no limit), got {self.max_params}")
+        if self.batch_size > TRAIN_IMAGES - self.val_images:
+            raise ConfigError(f"val_images {self.val_images} leaves fewer training images than one batch of "
+                              f"{self.batch_size} (--val-images plus --batch-size at most {TRAIN_IMAGES:,})")
         return self
 
     def to_dict(self) -> dict:

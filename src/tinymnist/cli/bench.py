@@ -32,7 +32,8 @@ def register(verbs) -> None:
     b = kinds.add_parser("speed", help="time to accuracy over seeds", parents=parents("device", "data_dir"),
                          description="Train each preset once per seed (0..N-1) and report the figures.")
     b.add_argument("--presets", default="speedrun", help="comma-separated presets (default: speedrun)")
-    b.set_defaults(func=cmd_bench_training, print_table=print_speed_table, quiet_loggers=("tinymnist.training",))
+    b.set_defaults(func=cmd_bench_training, print_table=print_speed_table, quiet_loggers=("tinymnist.training",),
+                   upper_limits={"seeds": 1000})
     a = kinds.add_parser("accuracy", help="final accuracy of a model's preset over seeds",
                          parents=parents("device", "data_dir"),
                          description="Train the preset named like the model once per seed (0..N-1): "
@@ -43,7 +44,8 @@ def register(verbs) -> None:
     a.add_argument("--max-params", type=int, help="refuse a model with more parameters, before the first step")
     a.add_argument("--tta", action="store_true", help="also each final model's accuracy with test-time "
                    "augmentation, in a column of its own (the plain accuracy stays the headline)")
-    a.set_defaults(func=cmd_bench_training, print_table=print_seed_table, quiet_loggers=("tinymnist.training",))
+    a.set_defaults(func=cmd_bench_training, print_table=print_seed_table, quiet_loggers=("tinymnist.training",),
+                   upper_limits={"seeds": 1000})
     for b in (b, a):
         b.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
         b.add_argument("--dry-run", action="store_true", help="three steps per run: checks the benchmark itself")
@@ -58,7 +60,7 @@ def register(verbs) -> None:
     b.add_argument("--batch-size", type=int, default=256)
     b.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="torch (eager, channels-last) or onnx (exported, run by onnxruntime; needs the export extra)")
-    b.set_defaults(func=cmd_bench_inference)
+    b.set_defaults(func=cmd_bench_inference, upper_limits={"batch_size": 100_000})
     b = kinds.add_parser("load", help="load test of the web API on loopback",
                          parents=parents("checkpoint", "data_dir", "model_code"),
                          description="Start `tinymnist serve` on a free loopback port and POST real digit "
@@ -67,7 +69,8 @@ def register(verbs) -> None:
     b.add_argument("--requests", type=int, default=2000, help="requests in all (default 2000)")
     serve_args(b)
     b.add_argument("--max-seconds", type=float, default=120.0, help="stop after this long (default 120)")
-    b.set_defaults(func=cmd_bench_load)
+    b.set_defaults(func=cmd_bench_load, upper_limits={"clients": 1000, "requests": 10_000_000, "workers": 64,
+                                                      "max_seconds": 86_400})
     for b in kinds.choices.values():
         b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         b.add_argument("--out", help="also write the JSON report to this file")

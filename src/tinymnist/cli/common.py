@@ -61,6 +61,17 @@ PARENTS = {
 }
 
 
+def check_upper_limits(args) -> None:
+    """The numeric flags' upper bounds (``set_defaults(upper_limits={dest: most})``): a huge value
+    (--seeds 10**20, --max-seconds inf) is one line before any work; each verb checks the lower
+    bounds itself, with messages of its own."""
+    for dest, most in getattr(args, "upper_limits", {}).items():
+        value = getattr(args, dest, None)
+        if value is not None and value > most:
+            flag = "--" + dest.replace("_", "-")
+            raise CLIError(f"{flag} must be at most {most:,}, got {value:g}")
+
+
 def verb_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
     """(words, parser) for ``parser`` and every verb under it, depth first: for the flag reference."""
     yield path, parser

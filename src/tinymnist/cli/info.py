@@ -19,7 +19,7 @@ def register(verbs) -> None:
     f.add_argument("--force", action="store_true", help="fetch again even if a verified cache exists")
     f.add_argument("--timeout", type=float, default=10.0, help="seconds per network request (default 10)")
     f.add_argument("--quiet", action="store_true")
-    f.set_defaults(func=cmd_data_fetch, log_to="stderr")
+    f.set_defaults(func=cmd_data_fetch, log_to="stderr", upper_limits={"timeout": 3600})
     i = data_verbs.add_parser("info", help="where the cache is and whether it verifies",
                               parents=parents("json", "data_dir"),
                               description="Exit 0 when the cache exists and verifies, 1 otherwise.")
@@ -37,7 +37,7 @@ def register(verbs) -> None:
     p.add_argument("model", metavar="MODEL", help="a registered name (cnn20k), or yours: path/to/file.py:NAME or "
                    "package.module:NAME")
     p.add_argument("--max-params", type=int, help="say whether the model fits this many parameters")
-    p.set_defaults(func=cmd_summary)
+    p.set_defaults(func=cmd_summary, upper_limits={"max_params": 10**9})
 
     p = verbs.add_parser("presets", help="list training presets", description="The named recipes.",
                          parents=parents("json"))
@@ -83,6 +83,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_summary(args) -> int:
+    if args.max_params is not None and args.max_params < 1:
+        raise CLIError(f"--max-params must be at least 1, got {args.max_params}")
     model = create_model(args.model)
     user = model_info(args.model).user
     check_model(model, args.model, user.path if user else None)

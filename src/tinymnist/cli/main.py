@@ -17,7 +17,8 @@ from ..models.checkpoint import CheckpointError
 from ..training import Interrupted, OutputDirError, TrainingError
 from ..training.distributed import RankStopped, context_from_env, exit_rank
 from . import bench, evaluate, info, sweep, train, tune, use
-from .common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_MISSED_TARGET, CLIError, Parser, say, setup_logging
+from .common import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_MISSED_TARGET, CLIError, Parser, check_upper_limits, say,
+                     setup_logging)
 
 VERB_GROUPS = (train, evaluate, info, bench, use, sweep, tune)  # each registers its verbs
 BAD_INPUT = (CLIError, ConfigError, DataError, CheckpointError, UnknownModelError, ModelError, OutputDirError,
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return EXIT_BAD_INPUT
         setup_logging(args, rank=ctx.rank)
+        check_upper_limits(args)
         code = args.func(args)
     except BAD_INPUT as exc:
         say(f"tinymnist: error: {exc}")

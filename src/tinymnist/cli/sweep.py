@@ -23,7 +23,7 @@ def register(verbs) -> None:
     p.add_argument("--out", help="directory for the runs (default: runs/sweep-<timestamp>)")
     p.add_argument("--train-args", default="", help="extra flags for every run, e.g. \"--epochs 3 --device cpu\"")
     p.add_argument("--max-params", type=int, help="refuse, before any run starts, a model with more parameters")
-    p.set_defaults(func=cmd_sweep)
+    p.set_defaults(func=cmd_sweep, upper_limits={"seeds": 1000, "parallel": 64})
 
 
 def parse_train_args(presets: list[str], extra: list[str]) -> tuple[dict, list[str]]:

@@ -33,7 +33,8 @@ def register(verbs) -> None:
     p.add_argument("--train-args", default="", help="fixed flags for every trial, e.g. \"--epochs 10\"")
     p.add_argument("--report", action="store_true", help="print the study: trials, best, importances; "
                    "write history.png and importance.png")
-    p.set_defaults(func=cmd_tune)
+    p.set_defaults(func=cmd_tune, upper_limits={"trials": 100_000, "parallel": 64, "seeds": 100,
+                                                "val_images": 59_999})
 
 
 def cmd_tune(args) -> int:
@@ -51,6 +52,7 @@ def cmd_tune(args) -> int:
     else:
         if not args.space:
             raise CLIError("--space is required to run trials (or pass --report)")
+        tune.check_counts(args.trials, args.parallel, args.seeds, args.val_images)
         fixed = fixed_settings(args)
         params = tune.load_space(args.space)
         tune.check_space(args.preset, params, fixed)

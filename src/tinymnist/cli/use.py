@@ -47,7 +47,7 @@ def register(verbs) -> None:
     serve_args(p)
     # the server's own lines (the address, first) are always printed: with --port 0 they name the port
     p.add_argument("--quiet", dest="quiet_server", action="store_true", help="the web server logs warnings only")
-    p.set_defaults(func=cmd_serve, log_to="stderr")
+    p.set_defaults(func=cmd_serve, log_to="stderr", upper_limits={"workers": 64})
 
 
 def cmd_predict(args) -> int:

@@ -146,6 +146,25 @@ def checkpoint_name(meta: dict) -> str | None:
     return Path(meta["checkpoint"]).name if meta.get("checkpoint") else None
 
 
+def model_answer(meta: dict, pool: InferencePool | None, onnx: bytes | None) -> dict:
+    """What GET /api/model says about the served model."""
+    return {"name": meta.get("model"), "parameters": meta.get("params"), "test_acc": meta.get("test_acc"),
+            "preset": meta.get("preset"), "checkpoint": checkpoint_name(meta),
+            "backend": "onnx" if onnx is not None or (pool is not None and pool.onnx is not None) else "torch",
+            "workers": len(pool.pids()) if pool is not None else 1}
+
+
+def response(status: int, payload: bytes) -> Response:
+    """The engine's ``(status, payload)`` as the HTTP answer."""
+    if status == 0:
+        return Response(payload, media_type="application/json")
+    if status == 1:
+        raise error(422, payload.decode(errors="replace"))
+    # an unexpected error: its text may hold the server's paths; the server's log has it
+    log.warning(f"inference failed: {payload.decode(errors='replace')}")
+    raise error(500, "the model could not answer this request (the server's log says why)")
+
+
 def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_BYTES,
                pool: InferencePool | None = None, onnx: bytes | None = None) -> FastAPI:
     """The app; inference runs in this process (in onnxruntime when ``onnx`` is given), or in
@@ -160,14 +179,11 @@ def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_B
     # /docs and /redoc from assets in the fastapi-offline package (Swagger UI 5, which renders
     # OpenAPI 3.1; swagger-ui-bundle's 4.15 cannot): nothing is fetched from another host
     app = FastAPIOffline(title="tinymnist", version=__version__, lifespan=lifespan,
-                  description="Draw a digit; a compact CNN reads it. POST an image or 28x28 pixels to "
-                  "/api/predict.")
+                         description="Draw a digit; a compact CNN reads it. POST an image or 28x28 pixels to "
+                         "/api/predict.")
     classify = Classifier(model, onnx) if pool is None else None
     page = resources.files("tinymnist.serving").joinpath("web/index.html").read_text(encoding="utf-8")
-    info = {"name": meta.get("model"), "parameters": meta.get("params"), "test_acc": meta.get("test_acc"),
-            "preset": meta.get("preset"), "checkpoint": checkpoint_name(meta),
-            "backend": "onnx" if onnx is not None or (pool is not None and pool.onnx is not None) else "torch",
-            "workers": len(pool.pids()) if pool is not None else 1}
+    info = model_answer(meta, pool, onnx)
 
     async def respond(message: tuple) -> Response:
         if pool is None:
@@ -179,13 +195,7 @@ def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_B
                 status, payload = await pool.run(message)
             except WorkerFailed as exc:
                 raise error(503, str(exc)) from None
-        if status == 0:
-            return Response(payload, media_type="application/json")
-        if status == 1:
-            raise error(422, payload.decode(errors="replace"))
-        # an unexpected error: its text may hold the server's paths; the server's log has it
-        log.warning(f"inference failed: {payload.decode(errors='replace')}")
-        raise error(500, "the model could not answer this request (the server's log says why)")
+        return response(status, payload)
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -28,7 +28,7 @@ from ..inference.evaluate import EvalResult, evaluate
 from ..models import reference_of
 from . import distributed
 from .errors import Interrupted, TrainingError
-from .rundir import prepare_out_dir, save_run, write_metrics, writing
+from .rundir import discard_unstarted, prepare_out_dir, save_run, write_metrics, writing
 from .setup import Run, build_run, check_model_fits
 from .state import RESUME_FILE, load_resume_state, restore_resume_state, save_resume_state
 from .step import train_step
@@ -113,29 +113,41 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None, data: MN
     device = distributed.setup(ctx, resolve_device(config.device))
     if not ctx.is_main:
         out_dir, progress = None, False
+    created = out_dir is not None and not Path(out_dir).exists()
     # what rank 0 alone does before the first collective: should it fail, the others stop cleanly
     out = distributed.on_main(ctx, lambda: None if out_dir is None else prepare_out_dir(out_dir, config, resume),
                               device)
-    saved = load_resume_state(out) if resume and out is not None else None
-    data = data or distributed.main_first(ctx, lambda fetch: load_mnist(data_dir, fetch=fetch), device)
-    run = build_run(config, data.to(device), ctx, device, fresh=saved is None, module=model, test_set=test_set)
-    state = LoopState(train_seconds=run.init_seconds) if saved is None else resume_state(run, saved, out)
-    log.info(f"training {config.model} ({run.params:,} parameters) on {device}, preset {config.preset}, "
-             f"{run.plan.total_steps} steps of {config.batch_size} "
-             f"({run.plan.total_steps / run.plan.steps_per_epoch:.2f} epochs)")
-    result = None
+    try:
+        saved = load_resume_state(out) if resume and out is not None else None
+        data = data or distributed.main_first(ctx, lambda fetch: load_mnist(data_dir, fetch=fetch), device)
+        run = build_run(config, data.to(device), ctx, device, fresh=saved is None, module=model, test_set=test_set)
+        state = LoopState(train_seconds=run.init_seconds) if saved is None else resume_state(run, saved, out)
+        log.info(f"training {config.model} ({run.params:,} parameters) on {device}, preset {config.preset}, "
+                 f"{run.plan.total_steps} steps of {config.batch_size} "
+                 f"({run.plan.total_steps / run.plan.steps_per_epoch:.2f} epochs)")
+        result = run_epochs(run, state, out, progress, on_step, on_epoch)
+    except BaseException:  # nothing resumable saved yet: leave --out as it was, for the corrected retry
+        if out is not None and not resume and not (out / RESUME_FILE).exists():
+            discard_unstarted(out, created)
+        raise
+    final = distributed.on_main(ctx, lambda: final_evaluation(run, result), device)
+    checkpoint = distributed.on_main(ctx, lambda: save(run, state, final, out), device)
+    distributed.teardown(ctx)
+    return summarize(run, state, final, checkpoint, out)
+
+
+def run_epochs(run: Run, state: LoopState, out: Path | None, progress: bool, on_step, on_epoch) -> EvalResult | None:
+    """The epochs from where ``state`` stands to the end; the last epoch's test evaluation."""
+    ctx, result = run.ctx, None
     # a signal-time save in one rank would leave the others waiting in a collective: ranks just stop
     with stop_requests(enabled=out is not None and not ctx.enabled) as stop:
         for epoch in range(state.first_epoch, run.plan.epochs + 1):
             sums = train_epoch(run, state, epoch, stop, out, progress, on_step)
             # rank 0 alone evaluates on all 10,000 test images and writes; the others wait for it
-            result = distributed.on_main(ctx, lambda: end_epoch(run, state, epoch, sums, out), device)
+            result = distributed.on_main(ctx, lambda: end_epoch(run, state, epoch, sums, out), run.device)
             if on_epoch is not None and ctx.is_main:
                 on_epoch(state.history[-1])
-    final = distributed.on_main(ctx, lambda: final_evaluation(run, result), device)
-    checkpoint = distributed.on_main(ctx, lambda: save(run, state, final, out), device)
-    distributed.teardown(ctx)
-    return summarize(run, state, final, checkpoint, out)
+    return result
 
 
 def check_launch(config: TrainConfig, ctx: distributed.Context, resume: bool, writes: bool, test_set: bool) -> None:

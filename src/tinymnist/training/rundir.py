@@ -66,6 +66,18 @@ def prepare_out_dir(out_dir: str | Path, config: TrainConfig, resume: bool = Fal
     return out
 
 
+def discard_unstarted(out: Path, created: bool) -> None:
+    """Undo ``prepare_out_dir`` for a run that failed before its first step: its config.json (and
+    the directory, if this run made it and it is empty), so that the corrected command can use
+    the same --out. Nothing else is touched."""
+    (out / "config.json").unlink(missing_ok=True)
+    if created:
+        try:
+            out.rmdir()
+        except OSError:  # not empty: something else is in it, which stays
+            pass
+
+
 def write_metrics(history: list[dict], out: Path) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(history[0]))

@@ -90,10 +90,12 @@ class Run:
 def split_validation(data: MNIST, n_val: int, batch_size: int):
     """(train images, train labels, validation images, validation labels): the last ``n_val``
     training images are held out (None, None when ``n_val`` is 0). The test set is untouched."""
-    if n_val == 0:
-        return data.train_images, data.train_labels, None, None
     if n_val > data.train_images.shape[0] - batch_size:
         raise ConfigError(f"val_images {n_val} leaves fewer training images than one batch of {batch_size}")
+    if data.train_images.shape[0] < batch_size:  # not one full batch: an epoch of no steps
+        raise ConfigError(f"batch_size {batch_size} is more than the {data.train_images.shape[0]:,} training images")
+    if n_val == 0:
+        return data.train_images, data.train_labels, None, None
     return (data.train_images[:-n_val], data.train_labels[:-n_val], data.train_images[-n_val:],
             data.train_labels[-n_val:])
 
