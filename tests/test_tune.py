@@ -78,7 +78,7 @@ def small_search(tmp_path, params, **fixed) -> tune.Search:
 
 
 def run_trials(search, data, enqueued: list[dict]) -> list:
-    study = tune.study_for(search.storage, search.study)
+    study = tune.study_for(search.storage, search.study, warmup=tune.warmup_epochs(search.config({}, 0).epochs))
     for values in enqueued:
         study.enqueue_trial(values)
     from tinymnist.config import ConfigError
@@ -96,6 +96,7 @@ def test_a_poor_trial_is_pruned(small_mnist, tmp_path):
     states = [t.state for t in trials]
     assert states[:-1] == [optuna.trial.TrialState.COMPLETE] * tune.STARTUP_TRIALS
     assert states[-1] == optuna.trial.TrialState.PRUNED and len(trials[-1].intermediate_values) == tune.WARMUP_EPOCHS
+    assert tune.warmup_epochs(3) == 2 and tune.warmup_epochs(15) == 5  # a third of a long schedule
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(small_mnist, tmp_path):
