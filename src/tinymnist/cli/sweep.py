@@ -8,7 +8,7 @@ from pathlib import Path
 from ..bench.sweep import SWEEP_OWNED_FLAGS, check_free, check_sweep, plan, run_sweep
 from ..training.rundir import default_run_dir
 from .common import EXIT_MISSED_TARGET, emit_json, parents, say
-from .train import config_overrides, train_parser
+from .train import read_train_args
 
 
 def register(verbs) -> None:
@@ -26,19 +26,10 @@ def register(verbs) -> None:
     p.set_defaults(func=cmd_sweep, upper_limits={"seeds": 1000, "parallel": 64})
 
 
-def parse_train_args(presets: list[str], extra: list[str]) -> tuple[dict, list[str]]:
-    """--train-args read as each run's `train` process will read them: the settings they
-    override, and the flags among them that the sweep sets itself."""
-    run = train_parser().parse_args(["--preset", presets[0] if presets else "default", *extra])
-    given = {"--preset": any(run.preset != p for p in presets[:1]), "--seed": run.seed is not None,
-             "--out": run.out is not None, "--resume": run.resume is not None, "--config": run.config is not None}
-    return config_overrides(run), [flag for flag in SWEEP_OWNED_FLAGS if given[flag]]
-
-
 def cmd_sweep(args) -> int:
     presets = [p for p in args.presets.split(",") if p]
     extra = shlex.split(args.train_args) + ([] if args.max_params is None else ["--max-params", str(args.max_params)])
-    overrides, owned = parse_train_args(presets, extra)
+    overrides, owned = read_train_args(presets[0] if presets else "default", extra, SWEEP_OWNED_FLAGS)
     check_sweep(presets, args.seeds, args.parallel, overrides, owned)
     seeds = list(range(args.seeds))
     out = Path(args.out) if args.out else default_run_dir("sweep")

@@ -59,6 +59,14 @@ def config_overrides(args) -> dict:
             if f.name != "preset" and getattr(args, f.name, None) is not None}
 
 
+def read_train_args(preset: str, extra: list[str], owned: tuple[str, ...]) -> tuple[dict, list[str]]:
+    """Flags for the runs `sweep` and `tune` launch, read as `train` reads them: the settings they
+    override, and those flags of ``owned`` (which the caller sets for every run) that they set."""
+    run = train_parser().parse_args(["--preset", preset, *extra])
+    given = [flag for flag in owned if getattr(run, flag[2:].replace("-", "_"), None) not in (None, preset)]
+    return config_overrides(run), given
+
+
 def config_from_args(args) -> TrainConfig:
     """The preset, or the saved config (of --config or of the run --resume continues), with the flags on top."""
     overrides = config_overrides(args)

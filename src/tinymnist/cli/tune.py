@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..training.rundir import RUNS_ROOT
 from .common import CLIError, emit_json, parents
-from .train import config_overrides, train_parser
+from .train import read_train_args
 
 OWNED = ("--preset", "--seed", "--out", "--resume", "--config", "--val-images", "--device")
 
@@ -69,11 +69,9 @@ def cmd_tune(args) -> int:
 
 def fixed_settings(args) -> dict:
     """--model and --train-args, read as `train` reads them; flags the search sets itself are refused."""
-    run = train_parser().parse_args(["--preset", args.preset, *shlex.split(args.train_args)])
-    given = [flag for flag in OWNED if getattr(run, flag[2:].replace("-", "_"), None) not in (None, args.preset)]
+    fixed, given = read_train_args(args.preset, shlex.split(args.train_args), OWNED)
     if given:
         raise CLIError(f"--train-args must not set {', '.join(given)}: the search sets it for every trial")
-    fixed = config_overrides(run)
     if args.model:
         fixed["model"] = args.model
     return fixed
