@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PRESET ?= default
 ARGS   ?=
 
-.PHONY: train test bench data clean help browser
+.PHONY: train test bench data clean help browser fonts
 
 help:
 	@echo "make train   set up $(VENV), fetch MNIST, train the '$(PRESET)' preset, print the result"
@@ -30,6 +30,10 @@ $(VENV)/.test: $(VENV)/.core
 browser:
 	@bash scripts/ensure-chromium.sh
 
+# the handwriting benchmark's fonts (Debian packages); without them its tests skip and say why
+fonts:
+	@bash scripts/ensure-fonts.sh
+
 data: $(VENV)/.core
 	$(PY) -m tinymnist data fetch
 
@@ -37,7 +41,7 @@ train: data
 	$(PY) -m tinymnist train --preset $(PRESET) $(ARGS)
 
 # lint first (pyflakes rules, configured in pyproject.toml): a second or two, and it names the line
-test: $(VENV)/.test browser
+test: $(VENV)/.test browser fonts
 	$(VENV)/bin/ruff check src tests
 	$(PY) -m pytest $(ARGS)
 

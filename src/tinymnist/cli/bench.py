@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..bench.handwriting import bench_handwriting
 from ..bench.inference import bench_inference
 from ..bench.load import bench_load
 from ..bench.training import bench_speed
 from ..config import preset_config
-from ..fileio import atomic_write
+from ..data.handwriting import HALVES, FontError
+from ..device import resolve_device
 from ..models import create_model, is_reference
 from ..models.checkpoint import load_checkpoint
-from .common import CLIError, Parser, emit_json, parents
+from ..fileio import atomic_write, os_errors_as
+from .common import CLIError, Parser, checkpoint_path, emit_json, parents
 
 
 def serve_args(p) -> None:
@@ -71,6 +74,18 @@ def register(verbs) -> None:
     b.add_argument("--max-seconds", type=float, default=120.0, help="stop after this long (default 120)")
     b.set_defaults(func=cmd_bench_load, upper_limits={"clients": 1000, "requests": 10_000_000, "workers": 64,
                                                       "max_seconds": 86_400})
+    b = kinds.add_parser("handwriting", help="accuracy on handwriting that is not MNIST's",
+                         parents=parents("checkpoint", "model_code", "device_cpu"),
+                         description="Render every digit in the handwriting fonts Debian packages carry, under "
+                         "the conditions of people's images (pen, size, slant, paper, light, JPEG, polarity, "
+                         "alpha), preprocess each as `predict` does, and report accuracy per font half, font, "
+                         "condition and digit. The held-out half is for reporting; choose on the dev half.")
+    b.add_argument("--half", choices=["all", *HALVES], default="all", help="which fonts (default all)")
+    b.add_argument("--seed", type=int, default=0, help="the rendering seed (default 0)")
+    b.add_argument("--repeats", type=int, default=2, help="images per digit, font and condition (default 2)")
+    b.add_argument("--fonts", help="only these fonts, comma-separated (default: every font of --half)")
+    b.add_argument("--mistakes", help="write a grid of the mistakes (what the model saw) to this PNG")
+    b.set_defaults(func=cmd_bench_handwriting, upper_limits={"repeats": 100, "seed": 2**32 - 1})
     for b in kinds.choices.values():
         b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         b.add_argument("--out", help="also write the JSON report to this file")
@@ -93,6 +108,22 @@ def cmd_bench_load(args) -> int:
     report = bench_load(args.checkpoint, args.clients, args.requests, args.workers, args.backend,
                         args.max_seconds, args.data_dir, model=args.model)
     return finish(args, report, print_load)
+
+
+def cmd_bench_handwriting(args) -> int:
+    if args.repeats < 1 or args.seed < 0:
+        raise CLIError("--repeats must be at least 1 and --seed at least 0")
+    checkpoint = checkpoint_path(args)
+    model = load_checkpoint(checkpoint, resolve_device(args.device), model=args.model)[0]
+    halves = HALVES if args.half == "all" else (args.half,)
+    try:
+        with os_errors_as(CLIError, f"cannot write {args.mistakes}"):
+            report = bench_handwriting(model, args.seed, halves, repeats=args.repeats, mistakes_png=args.mistakes,
+                                       fonts=tuple(f for f in args.fonts.split(",") if f) if args.fonts else None)
+    except FontError as exc:
+        raise CLIError(str(exc)) from None
+    report = {"checkpoint": str(checkpoint), **report}
+    return finish(args, report, print_handwriting)
 
 
 def cmd_bench_training(args) -> int:
@@ -138,6 +169,24 @@ def print_inference(report: dict) -> None:
     print(f"{report['model']} ({report['backend']}) on {report['device']} ({report['machine']['cpu']}): "
           f"{report['batched_images_per_second']:,.0f} images/s in batches of {report['batch_size']}; "
           f"one image p50 {report['single_latency_ms_p50']:.3f} ms, p99 {report['single_latency_ms_p99']:.3f} ms")
+
+
+def print_handwriting(report: dict) -> None:
+    halves = report["halves"]
+    print(f"{report['checkpoint']}: handwriting benchmark, seed {report['seed']}, {report['repeats']} image(s) "
+          f"per digit, font and condition; {report['refused']} refused by preprocessing")
+    names = list(halves)
+    print(f"{'condition':<26}" + "".join(f"{h:>12}" for h in names))
+    for condition in report["conditions"]:
+        print(f"{condition:<26}" + "".join(f"{halves[h]['per_condition'][condition]['accuracy']:>11.2f}%"
+                                          for h in names))
+    print(f"{'all':<26}" + "".join(f"{halves[h]['accuracy']:>11.2f}%" for h in names))
+    print("per digit: " + "; ".join(f"{h} " + " ".join(f"{d}:{c['accuracy']:.1f}" for d, c in
+                                                        halves[h]["per_digit"].items()) for h in names))
+    fonts = sorted(report["per_font"].items(), key=lambda kv: kv[1]["accuracy"])
+    print("weakest fonts: " + ", ".join(f"{name} ({f['half']}) {f['accuracy']:.1f}%" for name, f in fonts[:5]))
+    print(f"overall: {report['overall']['accuracy']:.2f}% of {report['overall']['n']:,} images"
+          + (f"; mistakes: {report['mistakes_png']}" if report.get("mistakes_png") else ""))
 
 
 def print_load(report: dict) -> None:

@@ -73,6 +73,28 @@ def erase_mask(n: int, side: int, spec: AugmentSpec, generator: torch.Generator 
     return (rows[:, :, None] & cols[:, None, :] & apply[:, None, None]).unsqueeze(1)
 
 
+def elastic_offsets(n: int, side: int, pixels: float, generator: torch.Generator | None,
+                    device: torch.device) -> torch.Tensor:
+    """(n, side, side, 2) smooth random displacements in grid units, about ``pixels`` pixels in size.
+
+    Normal noise (std ``pixels`` / 2) on a 4x4 lattice, upsampled bicubically: one smooth warp per image at the cost of
+    an interpolation, instead of Simard et al.'s Gaussian blur of a full-size noise field."""
+    coarse = torch.randn(n, 2, 4, 4, generator=generator, device=device) * (pixels / side)
+    return F.interpolate(coarse, size=(side, side), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
+
+
+def vary_stroke(x: torch.Tensor, strength: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Thicker or thinner ink per image (B, 1, H, W in [0, 1]), a drawn from U(-strength, strength).
+
+    a > 0 blends towards the 3x3 dilation. a < 0 thins by raising the ink threshold to |a| / 2
+    and stretching the rest back to [0, 1]: MNIST's strokes are 2-3 pixels wide, so a 3x3
+    erosion would wipe them out, while the threshold narrows their anti-aliased edges."""
+    a = _uniform(x.shape[0], strength, generator, x.device).to(x.dtype).view(-1, 1, 1, 1)
+    thick = x + a.clamp(min=0) * (F.max_pool2d(x, 3, stride=1, padding=1) - x)
+    t = (-a).clamp(min=0) / 2
+    return ((thick - t) / (1 - t)).clamp(0, 1)
+
+
 def augment_batch(images_u8: torch.Tensor, spec: AugmentSpec, generator: torch.Generator | None = None,
                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 (B, 28, 28) -> augmented, normalized float (B, 1, 28, 28).
@@ -84,10 +106,17 @@ def augment_batch(images_u8: torch.Tensor, spec: AugmentSpec, generator: torch.G
     n, side = images_u8.shape[0], images_u8.shape[-1]
     device = images_u8.device
     x = images_u8.unsqueeze(1).to(dtype) / 255.0  # (B, 1, 28, 28)
-    if spec.geometric:
-        theta = affine_matrices(n, spec, generator, device).to(dtype)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # each augmentation draws random numbers only when it is on, so that switching a new one
+    # off leaves every existing recipe's stream, and its results, as they were
+    if spec.geometric or spec.elastic > 0:
+        theta = affine_matrices(n, spec, generator, device) if spec.geometric else \
+            torch.eye(2, 3, device=device).expand(n, 2, 3)
+        grid = F.affine_grid(theta.to(dtype), list(x.shape), align_corners=False)
+        if spec.elastic > 0:
+            grid = grid + elastic_offsets(n, side, spec.elastic, generator, device).to(dtype)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if spec.stroke > 0:
+        x = vary_stroke(x, spec.stroke, generator)
     if spec.erase_prob > 0:
         x = x.masked_fill(erase_mask(n, side, spec, generator, device), 0.0)
     return (x - MNIST_MEAN) / MNIST_STD
