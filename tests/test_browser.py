@@ -23,7 +23,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "runs" / "screenshots"
 
-# strokes in canvas units (the canvas is 280x280), drawn the way a person would
+# strokes in canvas units (the canvas is 420x280), drawn the way a person would
 STROKES = {
     1: [[(150, 45), (146, 120), (142, 235)]],
     7: [[(70, 60), (210, 60), (190, 110), (150, 180), (125, 240)]],
@@ -83,7 +83,7 @@ def test_the_api_docs_render_with_no_other_host(browser, live_server):
 
 def draw(page, strokes):
     box = page.locator("#pad").bounding_box()
-    sx, sy = box["width"] / 280, box["height"] / 280
+    sx, sy = box["width"] / 420, box["height"] / 280
     for stroke in strokes:
         x, y = stroke[0]
         page.mouse.move(box["x"] + x * sx, box["y"] + y * sy)
@@ -106,6 +106,34 @@ def test_drawing_a_digit_shows_its_label(page, digit):
     page.wait_for_timeout(300)  # let the bars finish their transition
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"draw-{digit}.png"))
+
+
+def shifted(strokes, dx: int):
+    return [[(x + dx, y) for x, y in stroke] for stroke in strokes]
+
+
+# a 4 in two strokes (the way most people write it) and a 2: 420 canvas units hold both, a gap between
+FOUR = [[(70, 60), (40, 170), (140, 170)], [(115, 80), (112, 240)]]
+TWO = [[(230, 90), (270, 55), (330, 60), (345, 110), (300, 170), (235, 235), (360, 235)]]
+
+
+def test_drawing_a_number_shows_the_number_and_a_box_per_digit(page):
+    page.click("#clear")
+    draw(page, FOUR + TWO)
+    page.wait_for_function("document.querySelector('#prediction').textContent === '42'", timeout=10_000)
+    assert page.locator(".digit").count() == 2 and page.locator(".bar.top").count() == 2
+    assert "4:" in page.text_content("#confidence") and "2:" in page.text_content("#confidence")
+    # the boxes are drawn on the overlay: it has ink now
+    inked = page.evaluate("""() => { const c = document.querySelector('#boxes');
+        return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some(v => v > 0); }""")
+    assert inked
+    page.wait_for_timeout(300)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "draw-42.png"))
+    page.click("#clear")  # and back to one digit: one panel of bars, no boxes
+    draw(page, shifted(STROKES[7], 70))
+    page.wait_for_function("document.querySelector('#prediction').textContent === '7'", timeout=10_000)
+    assert page.locator(".digit").count() == 1
 
 
 def test_clear_resets_the_answer(page):

@@ -20,6 +20,7 @@ from tinymnist.inference.preprocess import load_image, preprocess, to_uint8
 
 pytest.importorskip("fastapi")
 from tinymnist.inference.engine import answer, Classifier, onnx_backend  # noqa: E402
+from tinymnist.inference.segment import Digit, Reading
 from tinymnist.serving.workers import InferencePool, WorkerFailed  # noqa: E402
 
 
@@ -129,7 +130,7 @@ def test_preview_is_the_uint8_image_the_model_saw(mnist):
     def uniform(fields):
         return np.full((len(fields), 10), 0.1)
 
-    body = json.loads(answer(uniform, field))
+    body = json.loads(answer(uniform, Reading([Digit(field, (0, 0, 28, 28))])))
     assert body["label"] == 0 and body["probabilities"] == [0.1] * 10
     assert np.array_equal(np.array(body["preprocessed"]), np.round(to_uint8(field) / 255.0, 3))
 

@@ -20,10 +20,13 @@ log = logging.getLogger("tinymnist.cli")
 def register(verbs) -> None:
     p = verbs.add_parser("predict", help="read digits in your own images",
                          parents=parents("checkpoint", "device_cpu", "json", "model_code"),
-                         description="Predict the digit in each image (PNG, JPEG, BMP, GIF, TIFF; any size, colour "
-                         "or grey, either polarity). Each image is made MNIST-like first: ink found, cropped, "
-                         "scaled to 20 px and centred by mass in 28x28. Exit 2 if any image could not be read.")
+                         description="Read the number in each image (PNG, JPEG, BMP, GIF, TIFF; any size, colour "
+                         "or grey, either polarity): its digits are found and read left to right, each made "
+                         "MNIST-like first (cropped, scaled to 20 px, centred by mass in 28x28). Exit 2 if any "
+                         "image could not be read.")
     p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--single", action="store_true",
+                   help="read each whole image as one digit (no search for several digits)")
     p.add_argument("--show-preprocessed", metavar="DIR", help="write the 28x28 image the model saw, per input, as PNG")
     p.set_defaults(func=cmd_predict)
 
@@ -55,14 +58,19 @@ def cmd_predict(args) -> int:
     model, meta = load_checkpoint(checkpoint, resolve_device(args.device), model=args.model)
     # unreadable images are per-file errors inside; an OSError here is the preview folder
     with os_errors_as(CLIError, f"cannot write the previews to {args.show_preprocessed}"):
-        predictions, errors = predict_files(model, args.images, args.show_preprocessed)
+        predictions, errors = predict_files(model, args.images, args.show_preprocessed, single=args.single)
     if args.json:
         emit_json({"checkpoint": str(checkpoint), "model": meta["model"],
                    "predictions": [p.to_dict() for p in predictions], "errors": [e.to_dict() for e in errors]})
     else:
         for p in predictions:
-            top = ", ".join(f"{d}: {100 * q:.1f}%" for d, q in p.top(3))
-            print(f"{p.path}: {p.label}   ({top})")
+            if len(p.digits) == 1:
+                detail = ", ".join(f"{d}: {100 * q:.1f}%" for d, q in p.top(3))
+            else:  # each digit with its own confidence
+                detail = ", ".join(f"{d.label}: {100 * d.probabilities[d.label]:.1f}%" for d in p.digits)
+            print(f"{p.path}: {p.number}   ({detail})")
+            if p.warning:
+                say(f"tinymnist: warning: {p.path}: {p.warning}")
         for e in errors:
             say(f"tinymnist: error: {e.path}: {e.error}")
     return EXIT_BAD_INPUT if errors else 0

@@ -74,7 +74,7 @@ class FontsMissing(FontError):
 
 @dataclass
 class Sample:
-    label: int
+    label: int | str  # a digit, or the digits of a number as a string ("2026")
     font: str
     half: str
     condition: str
@@ -195,8 +195,29 @@ def compose(ink: np.ndarray, paper: float, ink_level: float, shade: np.ndarray |
     return np.clip(grey, 0, 1)
 
 
-def render(path: Path, digit: int, condition: str, rng: np.random.Generator) -> bytes:
-    """One image of ``digit`` in the font at ``path`` under ``condition``, as file bytes."""
+def number_ink(path: Path, text: str, pen: int, rng: np.random.Generator, thin_to: float = 0.0) -> np.ndarray:
+    """The digits of ``text`` side by side as one ink map: each a little bigger or smaller and
+    higher or lower than the last (baseline wobble), gaps from wide to nearly touching."""
+    inks = [glyph(path, int(c), 96, pen) for c in text]
+    if thin_to:
+        inks = [thin(g, thin_to) for g in inks]
+    inks = [transform(g, max(8, round(g.shape[0] * rng.uniform(0.92, 1.08))), 0.0, 0.0) for g in inks]
+    height = int(np.median([g.shape[0] for g in inks]))
+    gaps = [int(round(height * rng.uniform(0.08, 0.5))) for _ in inks[1:]] + [0]
+    shifts = [int(round(height * rng.uniform(-0.08, 0.08))) for _ in inks]
+    top = min(shifts)
+    out = np.zeros((max(g.shape[0] + s for g, s in zip(inks, shifts)) - top, sum(g.shape[1] for g in inks) + sum(gaps)),
+                   np.float32)
+    x = 0
+    for g, gap, shift in zip(inks, gaps, shifts):
+        out[shift - top:shift - top + g.shape[0], x:x + g.shape[1]] = g
+        x += g.shape[1] + gap
+    return out
+
+
+def render(path: Path, digit: int | str, condition: str, rng: np.random.Generator) -> bytes:
+    """One image of ``digit`` (or of a number, given as a string of digits) in the font at
+    ``path`` under ``condition``, as file bytes."""
     degrees, slant = rng.uniform(-6, 6), rng.uniform(-0.1, 0.1)
     side = int(rng.integers(160, 260))
     height = int(side * rng.uniform(0.5, 0.75))
@@ -205,16 +226,23 @@ def render(path: Path, digit: int, condition: str, rng: np.random.Generator) -> 
         pen = int(rng.integers(2, 5))
     if condition == "rotated-slanted":
         degrees, slant = rng.uniform(-15, 15), rng.uniform(-0.35, 0.35)
-    ink = glyph(path, digit, 96, pen)
+    number = isinstance(digit, str) and len(digit) > 1
+    if number:
+        ink = number_ink(path, digit, pen, rng, rng.uniform(3.5, 5.0) if condition == "thin-pen-photo" else 0.0)
+        degrees /= 3  # a long number turned 15 degrees is a slope, not handwriting
+    else:
+        ink = glyph(path, int(digit), 96, pen)
     if condition == "thin-pen-photo":
-        ink = thin(ink, rng.uniform(3.5, 5.0))
+        if not number:
+            ink = thin(ink, rng.uniform(3.5, 5.0))
         side = int(rng.integers(700, 1100))
         height = int(side * rng.uniform(0.3, 0.5))
     if condition == "small-off-centre":
         side = int(rng.integers(300, 420))
         height = int(rng.integers(36, 64))
-    ink = place(transform(ink, height, degrees, slant), (side, side), rng,
-                0.8 if condition == "small-off-centre" else 0.3)
+    ink = transform(ink, height, degrees, slant)
+    canvas = (side, max(side, int(ink.shape[1] * 1.3)))  # a number gets a wider page
+    ink = place(ink, canvas, rng, 0.8 if condition == "small-off-centre" else 0.3)
     if condition == "grey-paper-uneven-light":
         shade = paper_texture(ink.shape, rng, grain=0.04, light=rng.uniform(0.2, 0.45))
         return encode(compose(ink, rng.uniform(0.55, 0.85), rng.uniform(0.05, 0.3), shade, 0.02, rng), "PNG")
@@ -247,3 +275,15 @@ def render_set(seed: int = 0, halves: tuple[str, ...] = HALVES, conditions: tupl
                 for r in range(repeats):
                     rng = sample_rng(seed, font.name, digit, condition, r)
                     yield Sample(digit, font.name, font.half, condition, render(path, digit, condition, rng))
+
+
+def render_numbers(seed: int = 0, halves: tuple[str, ...] = HALVES, conditions: tuple[str, ...] = CONDITIONS,
+                   per_cell: int = 2, lengths: tuple[int, int] = (2, 6),
+                   fonts: tuple[str, ...] | None = None) -> Iterator[Sample]:
+    """``per_cell`` numbers of 2 to 6 random digits in every installed font under every condition."""
+    for font, path in available_fonts(halves, fonts):
+        for condition in conditions:
+            for r in range(per_cell):
+                rng = sample_rng(seed, font.name, 10, condition, r)  # 10: the numbers' stream, apart from the digits'
+                text = "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(lengths[0], lengths[1] + 1))))
+                yield Sample(text, font.name, font.half, condition, render(path, text, condition, rng))

@@ -17,6 +17,7 @@ from ..data import normalize_array
 from .export import PARITY_TOLERANCE, ExportError, cached_onnx, logit_parity, onnx_runner
 from .predict import classify_uint8
 from .preprocess import SIZE, ImageError, load_image, preprocess, to_uint8
+from .segment import Digit, Reading, read_digits
 
 log = logging.getLogger(__name__)
 
@@ -72,29 +73,40 @@ def onnx_backend(model: nn.Module, meta: dict, backend: str, cache_dir: str | Pa
 PREVIEW_TEXT = [repr(round(v / 255, 3)) for v in range(256)]
 
 
-def answer(classify: Classifier, field: np.ndarray) -> bytes:
-    """The JSON answer for a 28x28 field, encoded here: in a worker process this is the
-    last step before the bytes go down the pipe."""
-    image = to_uint8(field)  # what the model sees, and what the preview shows
-    probs = classify(image[None])[0]
-    preview = ",".join("[" + ",".join([PREVIEW_TEXT[v] for v in row]) + "]" for row in image.tolist())
-    head = json.dumps({"label": int(probs.argmax()), "probabilities": [round(float(p), 6) for p in probs]},
+def answer(classify: Classifier, reading: Reading) -> bytes:
+    """The JSON answer for the digits of one image, encoded here: in a worker process this is
+    the last step before the bytes go down the pipe. ``label`` and ``probabilities`` are the
+    digit's when there is one, null when there are several; ``preprocessed`` is what the model
+    saw, the 28x28 digits side by side."""
+    images = np.stack([to_uint8(d.field) for d in reading.digits])
+    probs = classify(images)
+    digits = [{"label": int(p.argmax()), "probabilities": [round(float(q), 6) for q in p], "box": list(d.box)}
+              for p, d in zip(probs, reading.digits)]
+    one = digits[0] if len(digits) == 1 else {"label": None, "probabilities": None}
+    head = json.dumps({"number": "".join(str(d["label"]) for d in digits), "label": one["label"],
+                       "probabilities": one["probabilities"], "digits": digits, "warning": reading.warning},
                       separators=(",", ":"))
+    seen = np.concatenate(list(images), axis=1)
+    preview = ",".join("[" + ",".join([PREVIEW_TEXT[v] for v in row]) + "]" for row in seen.tolist())
     return f'{head[:-1]},"preprocessed":[{preview}]}}'.encode()
 
 
-def answer_image(classify: Classifier, data: bytes) -> bytes:
-    return answer(classify, preprocess(load_image(data)))
+def answer_image(classify: Classifier, data: bytes, single: bool = False) -> bytes:
+    grey = load_image(data)
+    if single:
+        return answer(classify, Reading([Digit(preprocess(grey), (0, 0, grey.shape[1], grey.shape[0]))]))
+    return answer(classify, read_digits(grey))
 
 
 def answer_pixels(classify: Classifier, field: np.ndarray, do_preprocess: bool) -> bytes:
+    """28x28 pixels are one digit (no room for a number in MNIST's field)."""
     if field.max() <= 0:
         raise ImageError("no ink found: the canvas is empty")
-    return answer(classify, preprocess(field) if do_preprocess else field)
+    return answer(classify, Reading([Digit(preprocess(field) if do_preprocess else field, (0, 0, SIZE, SIZE))]))
 
 
 def handle(classify: Classifier, message: tuple) -> tuple[int, bytes]:
-    """``("image", bytes)`` or ``("pixels", field, preprocess)`` -> ``(0, json)``, or ``(1, why)``
+    """``("image", bytes[, single])`` or ``("pixels", field, preprocess)`` -> ``(0, json)``, or ``(1, why)``
     for an input that is not a digit. Used in-process and by each worker of a pool."""
     kind, *args = message
     try:

@@ -11,21 +11,56 @@ from torch import nn
 
 from .evaluate import predict_logits
 from .preprocess import ImageError, load_image, preprocess, save_preview, to_uint8
+from .segment import Digit, Reading, read_digits
+
+
+@dataclass
+class DigitRead:
+    label: int
+    probabilities: list[float]  # index = digit
+    box: tuple[int, int, int, int]  # (left, top, right, bottom) in the image's pixels
+    field: np.ndarray = field(repr=False)  # the 28x28 image the model saw, [0, 1]
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "probabilities": self.probabilities, "box": list(self.box)}
 
 
 @dataclass
 class Prediction:
+    """What was read in one image: its digits left to right. ``label`` and ``probabilities``
+    are the one digit's when there is one, and None when there are several, so that no reader
+    of the old single-digit answer mistakes "42" for a 4."""
+
     path: str
-    label: int
-    probabilities: list[float]  # index = digit
-    field: np.ndarray = field(repr=False)  # the 28x28 image the model saw, [0, 1]
+    digits: list[DigitRead]
+    warning: str | None = None
+
+    @property
+    def number(self) -> str:
+        return "".join(str(d.label) for d in self.digits)
+
+    @property
+    def label(self) -> int | None:
+        return self.digits[0].label if len(self.digits) == 1 else None
+
+    @property
+    def probabilities(self) -> list[float] | None:
+        return self.digits[0].probabilities if len(self.digits) == 1 else None
+
+    @property
+    def field(self) -> np.ndarray:
+        """What the model saw: the 28x28 digits side by side."""
+        return np.concatenate([d.field for d in self.digits], axis=1)
 
     def top(self, k: int = 3) -> list[tuple[int, float]]:
-        order = np.argsort(self.probabilities)[::-1][:k]
-        return [(int(d), float(self.probabilities[d])) for d in order]
+        """The ``k`` likeliest labels of a single digit."""
+        probs = self.digits[0].probabilities
+        order = np.argsort(probs)[::-1][:k]
+        return [(int(d), float(probs[d])) for d in order]
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "label": self.label, "probabilities": self.probabilities}
+        return {"path": self.path, "number": self.number, "label": self.label, "probabilities": self.probabilities,
+                "digits": [d.to_dict() for d in self.digits], "warning": self.warning}
 
 
 @dataclass
@@ -51,28 +86,43 @@ def classify_uint8(model: nn.Module, images: np.ndarray) -> np.ndarray:
     return torch.softmax(logits, dim=1).cpu().numpy()
 
 
-def predict_files(model: nn.Module, paths: list[str], preview_dir: str | Path | None = None
-                  ) -> tuple[list[Prediction], list[PredictError]]:
-    """Every readable image is answered; each one that is not gets its own error."""
-    fields, good, errors = [], [], []
+def read_image(grey: np.ndarray, single: bool = False) -> Reading:
+    """The digits to classify in an image: found and ordered by ``segment.read_digits``, or, with
+    ``single``, the whole image as one digit (what `predict` did before it read numbers)."""
+    if single:
+        h, w = grey.shape
+        return Reading([Digit(preprocess(grey), (0, 0, w, h))])
+    return read_digits(grey)
+
+
+def predict_files(model: nn.Module, paths: list[str], preview_dir: str | Path | None = None,
+                  single: bool = False) -> tuple[list[Prediction], list[PredictError]]:
+    """Every readable image is answered; each one that is not gets its own error. All the digits
+    of all the images go through the model as one batch."""
+    readings, good, errors = [], [], []
     for path in paths:
         try:
-            fields.append(preprocess(load_image(path)))
+            readings.append(read_image(load_image(path), single))
             good.append(str(path))
         except ImageError as exc:
             errors.append(PredictError(str(path), str(exc)))
     predictions = []
-    if fields:
-        stacked = np.stack(fields)
-        for path, image, probs in zip(good, stacked, classify_fields(model, stacked)):
-            predictions.append(Prediction(path, int(probs.argmax()), [float(p) for p in probs], image))
+    if readings:
+        fields = np.stack([d.field for r in readings for d in r.digits])
+        probs = iter(classify_fields(model, fields))
+        for path, reading in zip(good, readings):
+            digits = []
+            for d in reading.digits:
+                p = next(probs)
+                digits.append(DigitRead(int(p.argmax()), [float(q) for q in p], d.box, d.field))
+            predictions.append(Prediction(path, digits, reading.warning))
     if preview_dir is not None:
         write_previews(predictions, Path(preview_dir))
     return predictions, errors
 
 
 def write_previews(predictions: list[Prediction], out: Path) -> None:
-    """``<stem>.png`` per input (numbered when two inputs share a stem)."""
+    """``<stem>.png`` per input (numbered when two inputs share a stem); a number's digits side by side."""
     out.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     for i, p in enumerate(predictions):

@@ -43,10 +43,22 @@ class PixelsRequest(BaseModel):
     preprocess: bool = Field(False, description="centre and scale the ink first, as for an uploaded image")
 
 
-class PredictResponse(BaseModel):
+class DigitAnswer(BaseModel):
     label: int = Field(..., ge=0, le=9)
     probabilities: list[float] = Field(..., min_length=10, max_length=10)
-    preprocessed: list[list[float]] = Field(..., description="the 28x28 image the model saw, [0, 1]")
+    box: list[int] = Field(..., min_length=4, max_length=4,
+                           description="left, top, right, bottom in the image's pixels (right, bottom exclusive)")
+
+
+class PredictResponse(BaseModel):
+    number: str = Field(..., description="the digits read, left to right (\"42\"; \"7\" for one digit)")
+    label: int | None = Field(..., ge=0, le=9, description="the digit when there is one; null when there are several")
+    probabilities: list[float] | None = Field(..., min_length=10, max_length=10,
+                                              description="the digit's when there is one; null when there are several")
+    digits: list[DigitAnswer] = Field(..., description="per digit, left to right")
+    warning: str | None = Field(None, description="a problem with the reading, e.g. digits that seem to touch")
+    preprocessed: list[list[float]] = Field(..., description="what the model saw: the 28x28 digits side by side, "
+                                            "[0, 1]")
 
 
 class ErrorResponse(BaseModel):
@@ -215,8 +227,14 @@ def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_B
     @app.post("/api/predict", response_model=PredictResponse, responses=ERRORS_DOCS,
               openapi_extra={"requestBody": BODY_DOCS})
     async def predict(request: Request) -> Response:
-        """Classify one digit: a multipart upload in the field ``file``, or JSON ``{"pixels": ...}``."""
+        """Read the number in an image: a multipart upload in the field ``file`` (its digits found and
+        read left to right; ``?single=true`` reads the whole image as one digit), or one digit as
+        JSON ``{"pixels": ...}``."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        single = request.query_params.get("single", "false").lower()
+        if single not in ("true", "false", "1", "0"):
+            raise error(422, "single must be true or false")
+        single = single in ("true", "1")
         if kind == "multipart/form-data":
             try:
                 form = await request.form(max_files=1, max_fields=4)
@@ -227,7 +245,7 @@ def create_app(model: nn.Module, meta: dict, *, max_body_bytes: int = MAX_BODY_B
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise error(422, "multipart field 'file' with an image is missing")
-            return await respond(("image", await upload.read()))
+            return await respond(("image", await upload.read(), single))
         if kind == "application/json":
             body = await request.body()
             try:
