@@ -1,8 +1,10 @@
 """`tinymnist bench handwriting`: how well a model reads handwriting that is not MNIST's.
 
-Each image of ``data.handwriting`` is decoded and preprocessed exactly as `predict` and the web
-page do (``load_image`` on the file's bytes, then ``preprocess``), then classified in batches. An
-image ``preprocess`` refuses counts as a mistake: a user would have got no answer.
+Each image of ``data.handwriting`` is read exactly as `predict` and the web page read it
+(``load_image`` on the file's bytes, then ``predict.read_image``: the digits found, each made
+MNIST-like), then classified in batches. A single digit read as anything but one digit, and
+an image that is refused, count as mistakes: a user would have got a wrong answer or none.
+Numbers (2 to 6 digits) are scored on the whole string and digit by digit.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ..data.handwriting import CONDITIONS, HALVES, render_set
-from ..inference.predict import classify_uint8
-from ..inference.preprocess import SIZE, ImageError, load_image, preprocess, to_uint8
+from ..data.handwriting import CONDITIONS, HALVES, render_numbers, render_set
+from ..inference.predict import classify_uint8, read_image
+from ..inference.preprocess import SIZE, ImageError, load_image, to_uint8
 from ..plots import plot_misclassified
 
 MAX_GRID = 200  # mistakes shown in the PNG (all are counted)
@@ -31,25 +33,51 @@ def tally(rows: list[dict], key) -> dict:
     return {k: {**v, "accuracy": round(100.0 * v["correct"] / v["n"], 2)} for k, v in out.items()}
 
 
-def classify_samples(model: nn.Module, samples, batch_size: int = 512) -> tuple[list[dict], np.ndarray]:
-    """One row per image (font, half, condition, label, predicted, confidence, correct) and the
-    (N, 28, 28) uint8 fields the model saw (zeros where preprocessing refused the image)."""
+def classify_samples(model: nn.Module, samples, single: bool = False,
+                     batch_size: int = 512) -> tuple[list[dict], np.ndarray]:
+    """One row per image (font, half, condition, label, predicted, confidence, correct, and for
+    a number, digits and digits_right) and the (N, 28, 28) uint8 field of each image's first
+    digit (zeros where the image was refused)."""
     rows, fields = [], []
     for s in samples:
         try:
-            field, error = to_uint8(preprocess(load_image(s.data))), None
+            reading, error = read_image(load_image(s.data), single), None
+            digits = [to_uint8(d.field) for d in reading.digits]
         except ImageError as exc:
-            field, error = np.zeros((SIZE, SIZE), np.uint8), str(exc)
-        rows.append({"font": s.font, "half": s.half, "condition": s.condition, "label": s.label, "error": error})
-        fields.append(field)
-    fields = np.stack(fields) if fields else np.zeros((0, SIZE, SIZE), np.uint8)
-    probs = np.concatenate([classify_uint8(model, fields[i:i + batch_size])
-                            for i in range(0, len(fields), batch_size)]) if len(fields) else np.zeros((0, 10))
-    for row, p in zip(rows, probs):
-        predicted = None if row["error"] else int(p.argmax())
-        row.update(predicted=predicted, confidence=float(p.max()) if predicted is not None else 0.0,
-                   correct=predicted == row["label"])
-    return rows, fields
+            error, digits = str(exc), []
+        rows.append({"font": s.font, "half": s.half, "condition": s.condition, "label": str(s.label),
+                     "error": error, "found": len(digits)})
+        fields.extend(digits)
+    stacked = np.stack(fields) if fields else np.zeros((0, SIZE, SIZE), np.uint8)
+    probs = np.concatenate([classify_uint8(model, stacked[i:i + batch_size])
+                            for i in range(0, len(stacked), batch_size)]) if fields else np.zeros((0, 10))
+    firsts, at = [], 0
+    for row in rows:
+        mine = probs[at:at + row["found"]]
+        firsts.append(stacked[at] if row["found"] else np.zeros((SIZE, SIZE), np.uint8))
+        at += row["found"]
+        read = "".join(str(int(p.argmax())) for p in mine)
+        row.update(predicted=read if row["error"] is None else None,
+                   confidence=float(mine.max(axis=1).min()) if len(mine) else 0.0,
+                   correct=read == row["label"] and row["error"] is None, digits=len(row["label"]),
+                   # digit by digit where as many digits were found as written; else all count wrong
+                   digits_right=sum(a == b for a, b in zip(read, row["label"])) if len(read) == len(row["label"])
+                   else 0)
+    return rows, np.stack(firsts) if firsts else stacked
+
+
+def summarize_numbers(rows: list[dict]) -> dict:
+    """Numbers read exactly, and digits read right, per font half."""
+    out = {}
+    for half in HALVES:
+        mine = [r for r in rows if r["half"] == half]
+        if mine:
+            n, digits = len(mine), sum(r["digits"] for r in mine)
+            exact, right = sum(r["correct"] for r in mine), sum(r["digits_right"] for r in mine)
+            out[half] = {"n": n, "exact": exact, "accuracy": round(100.0 * exact / n, 2), "digits": digits,
+                         "digits_right": right, "digit_accuracy": round(100.0 * right / digits, 2),
+                         "per_condition": tally(mine, lambda r: r["condition"])}
+    return out
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -70,18 +98,25 @@ def summarize(rows: list[dict]) -> dict:
 
 def bench_handwriting(model: nn.Module, seed: int = 0, halves: tuple[str, ...] = HALVES,
                       conditions: tuple[str, ...] = CONDITIONS, repeats: int = 2,
-                      mistakes_png: str | Path | None = None, fonts: tuple[str, ...] | None = None) -> dict:
-    """Render the benchmark, classify it and report; write the mistakes grid if asked."""
+                      mistakes_png: str | Path | None = None, fonts: tuple[str, ...] | None = None,
+                      numbers: int = 2, single: bool = False) -> dict:
+    """Render the benchmark, classify it and report; write the mistakes grid if asked.
+    ``numbers``: numbers per font and condition (0: digits only); ``single``: read each image
+    as one digit, as `predict --single` does."""
     model = model.eval()
-    rows, fields = classify_samples(model, render_set(seed, halves, conditions, repeats, fonts=fonts))
-    report = {"seed": seed, "repeats": repeats, "conditions": list(conditions), **summarize(rows)}
+    rows, fields = classify_samples(model, render_set(seed, halves, conditions, repeats, fonts=fonts), single)
+    report = {"seed": seed, "repeats": repeats, "conditions": list(conditions), "single": single, **summarize(rows)}
+    if numbers and not single:
+        number_rows, _ = classify_samples(model, render_numbers(seed, halves, conditions, numbers, fonts=fonts))
+        report["numbers"] = summarize_numbers(number_rows)
+        report["numbers_per_cell"] = numbers
     wrong = [i for i, r in enumerate(rows) if not r["correct"]]
     report["mistakes"] = [{k: rows[i][k] for k in ("font", "half", "condition", "label", "predicted", "confidence",
                                                     "error")} for i in wrong]
     if mistakes_png:
         shown = wrong[:MAX_GRID]
         plot_misclassified(fields[shown], [rows[i]["label"] for i in shown],
-                           [rows[i]["predicted"] if rows[i]["predicted"] is not None else "?" for i in shown],
+                           [rows[i]["predicted"] or "?" for i in shown],
                            [rows[i]["confidence"] for i in shown], mistakes_png,
                            title=f"Handwriting benchmark: {len(wrong)} mistakes" +
                            (f" (first {MAX_GRID})" if len(wrong) > MAX_GRID else ""))

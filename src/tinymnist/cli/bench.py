@@ -84,8 +84,12 @@ def register(verbs) -> None:
     b.add_argument("--seed", type=int, default=0, help="the rendering seed (default 0)")
     b.add_argument("--repeats", type=int, default=2, help="images per digit, font and condition (default 2)")
     b.add_argument("--fonts", help="only these fonts, comma-separated (default: every font of --half)")
+    b.add_argument("--numbers", type=int, default=2,
+                   help="numbers of 2 to 6 digits per font and condition, read whole (default 2; 0: none)")
+    b.add_argument("--single", action="store_true",
+                   help="read each image as one digit, as `predict --single` does (no numbers)")
     b.add_argument("--mistakes", help="write a grid of the mistakes (what the model saw) to this PNG")
-    b.set_defaults(func=cmd_bench_handwriting, upper_limits={"repeats": 100, "seed": 2**32 - 1})
+    b.set_defaults(func=cmd_bench_handwriting, upper_limits={"repeats": 100, "seed": 2**32 - 1, "numbers": 100})
     for b in kinds.choices.values():
         b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         b.add_argument("--out", help="also write the JSON report to this file")
@@ -111,15 +115,16 @@ def cmd_bench_load(args) -> int:
 
 
 def cmd_bench_handwriting(args) -> int:
-    if args.repeats < 1 or args.seed < 0:
-        raise CLIError("--repeats must be at least 1 and --seed at least 0")
+    if args.repeats < 1 or args.seed < 0 or args.numbers < 0:
+        raise CLIError("--repeats must be at least 1, --seed and --numbers at least 0")
     checkpoint = checkpoint_path(args)
     model = load_checkpoint(checkpoint, resolve_device(args.device), model=args.model)[0]
     halves = HALVES if args.half == "all" else (args.half,)
     try:
         with os_errors_as(CLIError, f"cannot write {args.mistakes}"):
             report = bench_handwriting(model, args.seed, halves, repeats=args.repeats, mistakes_png=args.mistakes,
-                                       fonts=tuple(f for f in args.fonts.split(",") if f) if args.fonts else None)
+                                       fonts=tuple(f for f in args.fonts.split(",") if f) if args.fonts else None,
+                                       numbers=args.numbers, single=args.single)
     except FontError as exc:
         raise CLIError(str(exc)) from None
     report = {"checkpoint": str(checkpoint), **report}
@@ -183,6 +188,9 @@ def print_handwriting(report: dict) -> None:
     print(f"{'all':<26}" + "".join(f"{halves[h]['accuracy']:>11.2f}%" for h in names))
     print("per digit: " + "; ".join(f"{h} " + " ".join(f"{d}:{c['accuracy']:.1f}" for d, c in
                                                         halves[h]["per_digit"].items()) for h in names))
+    for half, n in report.get("numbers", {}).items():
+        print(f"numbers ({half}): {n['accuracy']:.2f}% of {n['n']} read exactly, {n['digit_accuracy']:.2f}% "
+              f"of their {n['digits']} digits")
     fonts = sorted(report["per_font"].items(), key=lambda kv: kv[1]["accuracy"])
     print("weakest fonts: " + ", ".join(f"{name} ({f['half']}) {f['accuracy']:.1f}%" for name, f in fonts[:5]))
     print(f"overall: {report['overall']['accuracy']:.2f}% of {report['overall']['n']:,} images"
