@@ -71,8 +71,12 @@ def test_every_condition_gives_an_image_preprocess_accepts():
 @needs_fonts
 def test_the_report_counts_add_up(trained_model, tmp_path):
     model = trained_model[0]
-    report = bench_handwriting(model, seed=0, repeats=1, fonts=PAIR, mistakes_png=tmp_path / "m.png")
+    report = bench_handwriting(model, seed=0, repeats=1, fonts=PAIR, mistakes_png=tmp_path / "m.png", numbers=1)
     n = len(PAIR) * len(CONDITIONS) * 10
+    for numbers in report["numbers"].values():  # one number per font and condition
+        assert numbers["n"] == len(CONDITIONS) and sum(c["n"] for c in numbers["per_condition"].values()) == numbers["n"]
+        assert numbers["exact"] <= numbers["n"] and numbers["digits_right"] <= numbers["digits"]
+        assert 2 * numbers["n"] <= numbers["digits"] <= 6 * numbers["n"]
     assert report["overall"]["n"] == n
     assert sum(f["n"] for f in report["per_font"].values()) == n
     correct = report["overall"]["correct"]
@@ -91,9 +95,16 @@ def test_the_report_counts_add_up(trained_model, tmp_path):
 @needs_fonts
 def test_bench_handwriting_cli(trained_checkpoint, capsys):
     assert main(["bench", "handwriting", "--checkpoint", str(trained_checkpoint), "--fonts", PAIR[0],
-                 "--repeats", "1", "--json"]) == 0
+                 "--repeats", "1", "--numbers", "0", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["overall"]["n"] == len(CONDITIONS) * 10 and set(report["per_font"]) == {PAIR[0]}
+    # one checkpoint per seed: each scored on the same images, and the mean ± std of the headline figures
+    assert main(["bench", "handwriting", "--checkpoint", str(trained_checkpoint), "--checkpoint",
+                 str(trained_checkpoint), "--fonts", PAIR[0], "--repeats", "1", "--numbers", "0", "--json"]) == 0
+    seeds = json.loads(capsys.readouterr().out)
+    assert len(seeds["checkpoints"]) == 2 and seeds["checkpoints"][0]["overall"] == report["overall"]
+    acc = seeds["summary"]["overall_accuracy"]
+    assert acc["values"] == [report["overall"]["accuracy"]] * 2 and acc["std"] == 0.0
     assert main(["bench", "handwriting", "--checkpoint", str(trained_checkpoint), "--fonts", "nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown font(s) nope" in err and "\n" not in err

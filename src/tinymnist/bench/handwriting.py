@@ -10,6 +10,7 @@ Numbers (2 to 6 digits) are scored on the whole string and digit by digit.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from ..data.handwriting import CONDITIONS, HALVES, render_numbers, render_set
 from ..inference.predict import classify_uint8, read_image
 from ..inference.preprocess import SIZE, ImageError, load_image, to_uint8
 from ..plots import plot_misclassified
+from ..stats import mean_std
 
 MAX_GRID = 200  # mistakes shown in the PNG (all are counted)
 
@@ -33,11 +35,16 @@ def tally(rows: list[dict], key) -> dict:
     return {k: {**v, "accuracy": round(100.0 * v["correct"] / v["n"], 2)} for k, v in out.items()}
 
 
-def classify_samples(model: nn.Module, samples, single: bool = False,
-                     batch_size: int = 512) -> tuple[list[dict], np.ndarray]:
-    """One row per image (font, half, condition, label, predicted, confidence, correct, and for
-    a number, digits and digits_right) and the (N, 28, 28) uint8 field of each image's first
-    digit (zeros where the image was refused)."""
+@dataclass
+class ReadSet:
+    """The benchmark's images as `predict` reads them, before any model: one row per image
+    (font, half, condition, label, error, found) and the 28x28 uint8 digits found, in order."""
+
+    rows: list[dict]
+    digits: np.ndarray
+
+
+def read_samples(samples, single: bool = False) -> ReadSet:
     rows, fields = [], []
     for s in samples:
         try:
@@ -48,21 +55,28 @@ def classify_samples(model: nn.Module, samples, single: bool = False,
         rows.append({"font": s.font, "half": s.half, "condition": s.condition, "label": str(s.label),
                      "error": error, "found": len(digits)})
         fields.extend(digits)
-    stacked = np.stack(fields) if fields else np.zeros((0, SIZE, SIZE), np.uint8)
+    return ReadSet(rows, np.stack(fields) if fields else np.zeros((0, SIZE, SIZE), np.uint8))
+
+
+def classify_samples(model: nn.Module, read: ReadSet, batch_size: int = 512) -> tuple[list[dict], np.ndarray]:
+    """``read``'s rows scored by ``model`` (predicted, confidence, correct, and for a number,
+    digits and digits_right), and the (N, 28, 28) first digit of each image (zeros where the
+    image was refused)."""
+    stacked = read.digits
     probs = np.concatenate([classify_uint8(model, stacked[i:i + batch_size])
-                            for i in range(0, len(stacked), batch_size)]) if fields else np.zeros((0, 10))
-    firsts, at = [], 0
-    for row in rows:
+                            for i in range(0, len(stacked), batch_size)]) if len(stacked) else np.zeros((0, 10))
+    rows, firsts, at = [], [], 0
+    for row in read.rows:
         mine = probs[at:at + row["found"]]
         firsts.append(stacked[at] if row["found"] else np.zeros((SIZE, SIZE), np.uint8))
         at += row["found"]
-        read = "".join(str(int(p.argmax())) for p in mine)
-        row.update(predicted=read if row["error"] is None else None,
-                   confidence=float(mine.max(axis=1).min()) if len(mine) else 0.0,
-                   correct=read == row["label"] and row["error"] is None, digits=len(row["label"]),
-                   # digit by digit where as many digits were found as written; else all count wrong
-                   digits_right=sum(a == b for a, b in zip(read, row["label"])) if len(read) == len(row["label"])
-                   else 0)
+        text = "".join(str(int(p.argmax())) for p in mine)
+        rows.append({**row, "predicted": text if row["error"] is None else None,
+                     "confidence": float(mine.max(axis=1).min()) if len(mine) else 0.0,
+                     "correct": text == row["label"] and row["error"] is None, "digits": len(row["label"]),
+                     # digit by digit where as many digits were found as written; else all count wrong
+                     "digits_right": sum(a == b for a, b in zip(text, row["label"]))
+                     if len(text) == len(row["label"]) else 0})
     return rows, np.stack(firsts) if firsts else stacked
 
 
@@ -96,20 +110,23 @@ def summarize(rows: list[dict]) -> dict:
             "refused": sum(r["error"] is not None for r in rows)}
 
 
-def bench_handwriting(model: nn.Module, seed: int = 0, halves: tuple[str, ...] = HALVES,
-                      conditions: tuple[str, ...] = CONDITIONS, repeats: int = 2,
-                      mistakes_png: str | Path | None = None, fonts: tuple[str, ...] | None = None,
-                      numbers: int = 2, single: bool = False) -> dict:
-    """Render the benchmark, classify it and report; write the mistakes grid if asked.
-    ``numbers``: numbers per font and condition (0: digits only); ``single``: read each image
-    as one digit, as `predict --single` does."""
-    model = model.eval()
-    rows, fields = classify_samples(model, render_set(seed, halves, conditions, repeats, fonts=fonts), single)
-    report = {"seed": seed, "repeats": repeats, "conditions": list(conditions), "single": single, **summarize(rows)}
-    if numbers and not single:
-        number_rows, _ = classify_samples(model, render_numbers(seed, halves, conditions, numbers, fonts=fonts))
-        report["numbers"] = summarize_numbers(number_rows)
-        report["numbers_per_cell"] = numbers
+def read_benchmark(seed: int = 0, halves: tuple[str, ...] = HALVES, conditions: tuple[str, ...] = CONDITIONS,
+                   repeats: int = 2, fonts: tuple[str, ...] | None = None, numbers: int = 2,
+                   single: bool = False) -> tuple[ReadSet, ReadSet | None]:
+    """Render and read the benchmark once (the costly part), for any number of models to score."""
+    digits = read_samples(render_set(seed, halves, conditions, repeats, fonts=fonts), single)
+    number_set = read_samples(render_numbers(seed, halves, conditions, numbers, fonts=fonts)) \
+        if numbers and not single else None
+    return digits, number_set
+
+
+def score(model: nn.Module, digits: ReadSet, number_set: ReadSet | None,
+          mistakes_png: str | Path | None = None) -> dict:
+    """One model's report on a read benchmark; the mistakes grid if asked."""
+    rows, fields = classify_samples(model.eval(), digits)
+    report = summarize(rows)
+    if number_set is not None:
+        report["numbers"] = summarize_numbers(classify_samples(model, number_set)[0])
     wrong = [i for i, r in enumerate(rows) if not r["correct"]]
     report["mistakes"] = [{k: rows[i][k] for k in ("font", "half", "condition", "label", "predicted", "confidence",
                                                     "error")} for i in wrong]
@@ -122,3 +139,35 @@ def bench_handwriting(model: nn.Module, seed: int = 0, halves: tuple[str, ...] =
                            (f" (first {MAX_GRID})" if len(wrong) > MAX_GRID else ""))
         report["mistakes_png"] = str(mistakes_png)
     return report
+
+
+def bench_handwriting(model: nn.Module, seed: int = 0, halves: tuple[str, ...] = HALVES,
+                      conditions: tuple[str, ...] = CONDITIONS, repeats: int = 2,
+                      mistakes_png: str | Path | None = None, fonts: tuple[str, ...] | None = None,
+                      numbers: int = 2, single: bool = False) -> dict:
+    """Render the benchmark, classify it and report; write the mistakes grid if asked.
+    ``numbers``: numbers per font and condition (0: digits only); ``single``: read each image
+    as one digit, as `predict --single` does."""
+    digits, number_set = read_benchmark(seed, halves, conditions, repeats, fonts, numbers, single)
+    return {"seed": seed, "repeats": repeats, "conditions": list(conditions), "single": single,
+            "numbers_per_cell": numbers if number_set is not None else 0,
+            **score(model, digits, number_set, mistakes_png)}
+
+
+def headline(report: dict) -> dict:
+    """The figures a seed-to-seed summary is made of: accuracy per half, numbers per half."""
+    out = {f"{half}_accuracy": h["accuracy"] for half, h in report["halves"].items()}
+    out.update({f"{half}_numbers_exact": n["accuracy"] for half, n in report.get("numbers", {}).items()})
+    out["overall_accuracy"] = report["overall"]["accuracy"]
+    return out
+
+
+def across(reports: list[dict]) -> dict:
+    """{figure: {mean, std, values}} of the headline figures of several models' reports (seeds)."""
+    figures = [headline(r) for r in reports]
+    out = {}
+    for key in figures[0]:
+        values = [f[key] for f in figures]
+        mean, std = mean_std(values)
+        out[key] = {"mean": round(mean, 2), "std": round(std, 2), "values": values}
+    return out

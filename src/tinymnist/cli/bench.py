@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..bench.handwriting import bench_handwriting
+from ..bench.handwriting import across, read_benchmark, score
 from ..bench.inference import bench_inference
 from ..bench.load import bench_load
 from ..bench.training import bench_speed
 from ..config import preset_config
-from ..data.handwriting import HALVES, FontError
+from ..data.handwriting import CONDITIONS, HALVES, FontError
 from ..device import resolve_device
 from ..models import create_model, is_reference
 from ..models.checkpoint import load_checkpoint
@@ -75,11 +75,13 @@ def register(verbs) -> None:
     b.set_defaults(func=cmd_bench_load, upper_limits={"clients": 1000, "requests": 10_000_000, "workers": 64,
                                                       "max_seconds": 86_400})
     b = kinds.add_parser("handwriting", help="accuracy on handwriting that is not MNIST's",
-                         parents=parents("checkpoint", "model_code", "device_cpu"),
+                         parents=parents("model_code", "device_cpu"),
                          description="Render every digit in the handwriting fonts Debian packages carry, under "
                          "the conditions of people's images (pen, size, slant, paper, light, JPEG, polarity, "
                          "alpha), preprocess each as `predict` does, and report accuracy per font half, font, "
                          "condition and digit. The held-out half is for reporting; choose on the dev half.")
+    b.add_argument("--checkpoint", action="append", help="saved model (default: the newest under runs/); "
+                   "give it several times (one per seed) for mean ± std: the images are rendered and read once")
     b.add_argument("--half", choices=["all", *HALVES], default="all", help="which fonts (default all)")
     b.add_argument("--seed", type=int, default=0, help="the rendering seed (default 0)")
     b.add_argument("--repeats", type=int, default=2, help="images per digit, font and condition (default 2)")
@@ -117,18 +119,27 @@ def cmd_bench_load(args) -> int:
 def cmd_bench_handwriting(args) -> int:
     if args.repeats < 1 or args.seed < 0 or args.numbers < 0:
         raise CLIError("--repeats must be at least 1, --seed and --numbers at least 0")
-    checkpoint = checkpoint_path(args)
-    model = load_checkpoint(checkpoint, resolve_device(args.device), model=args.model)[0]
+    paths = [Path(c) for c in args.checkpoint] if args.checkpoint else [checkpoint_path(args)]
+    models = [load_checkpoint(c, resolve_device(args.device), model=args.model)[0] for c in paths]
     halves = HALVES if args.half == "all" else (args.half,)
+    fonts = tuple(f for f in args.fonts.split(",") if f) if args.fonts else None
     try:
-        with os_errors_as(CLIError, f"cannot write {args.mistakes}"):
-            report = bench_handwriting(model, args.seed, halves, repeats=args.repeats, mistakes_png=args.mistakes,
-                                       fonts=tuple(f for f in args.fonts.split(",") if f) if args.fonts else None,
-                                       numbers=args.numbers, single=args.single)
+        digits, number_set = read_benchmark(args.seed, halves, repeats=args.repeats, fonts=fonts,
+                                            numbers=args.numbers, single=args.single)
     except FontError as exc:
         raise CLIError(str(exc)) from None
-    report = {"checkpoint": str(checkpoint), **report}
-    return finish(args, report, print_handwriting)
+    setup = {"seed": args.seed, "repeats": args.repeats, "conditions": list(CONDITIONS), "single": args.single,
+             "numbers_per_cell": args.numbers if number_set is not None else 0}
+    reports = []
+    for k, (path, model) in enumerate(zip(paths, models)):
+        png = args.mistakes
+        if png and len(paths) > 1:
+            png = str(Path(png).with_name(f"{Path(png).stem}-{k}{Path(png).suffix}"))
+        with os_errors_as(CLIError, f"cannot write {png}"):
+            reports.append({"checkpoint": str(path), **setup, **score(model, digits, number_set, png)})
+    if len(reports) == 1:
+        return finish(args, reports[0], print_handwriting)
+    return finish(args, {**setup, "checkpoints": reports, "summary": across(reports)}, print_handwriting_seeds)
 
 
 def cmd_bench_training(args) -> int:
@@ -195,6 +206,16 @@ def print_handwriting(report: dict) -> None:
     print("weakest fonts: " + ", ".join(f"{name} ({f['half']}) {f['accuracy']:.1f}%" for name, f in fonts[:5]))
     print(f"overall: {report['overall']['accuracy']:.2f}% of {report['overall']['n']:,} images"
           + (f"; mistakes: {report['mistakes_png']}" if report.get("mistakes_png") else ""))
+
+
+def print_handwriting_seeds(report: dict) -> None:
+    for r in report["checkpoints"]:
+        print_handwriting(r)
+        print()
+    print(f"over {len(report['checkpoints'])} checkpoints (mean ± std):")
+    for key, s in report["summary"].items():
+        print(f"  {key:<26} {s['mean']:.2f} ± {s['std']:.2f}%   ("
+              + " / ".join(f"{v:.2f}" for v in s["values"]) + ")")
 
 
 def print_load(report: dict) -> None:
