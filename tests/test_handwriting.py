@@ -159,7 +159,7 @@ def test_off_switches_leave_the_random_stream_alone():
 
 def test_robust_preset_trains_through_the_cli(tmp_path, capsys):
     cfg = preset_config("robust")
-    assert cfg.stroke > 0 and cfg.elastic > 0
+    assert cfg.stroke > 0
     assert main(["train", "--preset", "robust", "--dry-run", "--device", "cpu", "--quiet", "--json",
                  "--out", str(tmp_path / "run")]) == 0
     result = json.loads(capsys.readouterr().out)
