@@ -74,7 +74,8 @@ def test_the_report_counts_add_up(trained_model, tmp_path):
     report = bench_handwriting(model, seed=0, repeats=1, fonts=PAIR, mistakes_png=tmp_path / "m.png", numbers=1)
     n = len(PAIR) * len(CONDITIONS) * 10
     for numbers in report["numbers"].values():  # one number per font and condition
-        assert numbers["n"] == len(CONDITIONS) and sum(c["n"] for c in numbers["per_condition"].values()) == numbers["n"]
+        assert numbers["n"] == len(CONDITIONS)
+        assert sum(c["n"] for c in numbers["per_condition"].values()) == numbers["n"]
         assert numbers["exact"] <= numbers["n"] and numbers["digits_right"] <= numbers["digits"]
         assert 2 * numbers["n"] <= numbers["digits"] <= 6 * numbers["n"]
     assert report["overall"]["n"] == n
