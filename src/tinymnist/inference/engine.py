@@ -15,9 +15,9 @@ from torch import nn
 
 from ..data import normalize_array
 from .export import PARITY_TOLERANCE, ExportError, cached_onnx, logit_parity, onnx_runner
-from .predict import classify_uint8
+from .predict import classify_uint8, read_image
 from .preprocess import SIZE, ImageError, load_image, preprocess, to_uint8
-from .segment import Digit, Reading, read_digits
+from .segment import Digit, Reading
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,7 @@ def answer(classify: Classifier, reading: Reading) -> bytes:
 
 
 def answer_image(classify: Classifier, data: bytes, single: bool = False) -> bytes:
-    grey = load_image(data)
-    if single:
-        return answer(classify, Reading([Digit(preprocess(grey), (0, 0, grey.shape[1], grey.shape[0]))]))
-    return answer(classify, read_digits(grey))
+    return answer(classify, read_image(load_image(data), single))
 
 
 def answer_pixels(classify: Classifier, field: np.ndarray, do_preprocess: bool) -> bytes:
