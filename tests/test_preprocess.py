@@ -12,7 +12,8 @@ from PIL import Image
 
 from helpers import on_canvas, render, seven
 from tinymnist.inference.predict import classify_fields
-from tinymnist.inference.preprocess import ImageError, load_image, preprocess, stroke_width, to_grey
+from tinymnist.inference.preprocess import (FLAT_BLOCKS, ImageError, ink_map, interpolation, load_image, max_pool,
+                                            paper_map, preprocess, stroke_width, to_grey)
 
 TOLERANCE = 0.05  # mean |difference| per pixel in [0, 1], against the centred digit's own result
 
@@ -160,3 +161,31 @@ def test_a_directory_or_missing_file_is_an_image_error(tmp_path):
 def test_sixteen_bit_grey_is_scaled_not_clipped():
     image = Image.fromarray((np.asarray(seven(200, width=12), dtype=np.uint16) * 257)).convert("I;16")
     assert to_grey(image).max() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("shape", [(30, 30), (31, 47), (100, 9)])
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_max_pool_keeps_every_block_maximum(shape, factor):
+    image = np.random.default_rng(factor).random(shape, dtype=np.float32)
+    h, w = shape
+    padded = np.pad(image, ((0, -h % factor), (0, -w % factor)))
+    expected = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor).max(axis=(1, 3))
+    assert np.array_equal(max_pool(image, factor), expected)
+
+
+def test_interpolation_weights_sum_to_one():
+    for size in (64, 65, 280, 1501):
+        assert np.allclose(interpolation(size, FLAT_BLOCKS).sum(axis=1), 1.0)
+
+
+def test_even_paper_needs_no_map_and_uneven_light_gets_one():
+    g = np.asarray(seven(300), np.float32) / 255 * 0.85 + 0.1  # paper 0.95, ink 0.1
+    assert paper_map(g, light=True) is None
+    ramp = np.linspace(1.0, 0.55, 300, dtype=np.float32)[None, :]  # the light falls off to the right
+    shaded = g * ramp
+    background = paper_map(shaded, light=True)
+    assert background is not None
+    paper = np.asarray(seven(300), np.float32) > 127
+    assert np.abs(background - 0.95 * ramp)[paper].mean() < 0.1  # near the paper's shade (a block's lightest neighbour)
+    ink = ink_map(shaded)
+    assert ink[paper].max() < 0.05 and ink[~paper].mean() > 0.5  # the dim side is not read as ink

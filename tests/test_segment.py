@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw
 
 from helpers import render
 from test_cli import assert_one_line_error, run_cli
-from tinymnist.inference.preprocess import ImageError, load_image, preprocess
-from tinymnist.inference.segment import read_digits
+from tinymnist.inference.preprocess import ImageError, ink_map, load_image, preprocess
+from tinymnist.inference.segment import INK_LEVEL, MARK_SIDE, read_digits
 
 
 def first_of(mnist_arrays, digit: int, nth: int = 0) -> np.ndarray:
@@ -58,6 +58,33 @@ def test_separate_digits_are_found_left_to_right_with_boxes(mnist_arrays, digits
         assert d.field.shape == (28, 28)
     for a, b in zip(reading.digits, reading.digits[1:]):  # boxes do not overlap: the gap is there
         assert a.box[2] <= b.box[0]
+
+
+def test_a_large_photo_is_segmented_at_a_lower_resolution_with_exact_boxes(mnist_arrays):
+    # marks are found on the ink max-pooled to about MARK_SIDE pixels; the digits and their boxes
+    # must still be the image's own: each box is exactly the ink of its digit, in image pixels
+    image = number_image(mnist_arrays, "2026", side=600, gap=90)
+    g = grey(image)
+    assert max(g.shape) >= 2 * MARK_SIDE
+    reading = read_digits(g)
+    assert len(reading.digits) == 4 and reading.warning is None
+    ink = ink_map(g) > INK_LEVEL
+    columns = np.flatnonzero(ink.any(axis=0))
+    runs = np.split(columns, np.flatnonzero(np.diff(columns) > 1) + 1)  # the digits' column spans
+    assert [(int(r[0]), int(r[-1]) + 1) for r in runs] == [(d.box[0], d.box[2]) for d in reading.digits]
+    for d in reading.digits:
+        left, top, right, bottom = d.box
+        rows = np.flatnonzero(ink[:, left:right].any(axis=1))
+        assert (top, bottom) == (int(rows[0]), int(rows[-1]) + 1)
+
+
+def test_a_warning_names_places_in_the_image_pixels(mnist_arrays):
+    image = number_image(mnist_arrays, "00", side=600, gap=-45)
+    reading = read_digits(grey(image))
+    where = [int(v) for v in reading.warning.split("x = ")[1].split(")")[0].split("-")]
+    ink = ink_map(grey(image)) > INK_LEVEL
+    columns = np.flatnonzero(ink.any(axis=0))
+    assert abs(where[0] - columns[0]) <= 2 and abs(where[1] - (columns[-1] + 1)) <= 2 and where[1] > MARK_SIDE
 
 
 def test_one_digit_reads_exactly_as_preprocess_did(mnist_arrays):

@@ -28,6 +28,7 @@ MIN_CONTRAST = 0.15  # less than this between paper and ink: nothing was written
 WORK_SIDE = 100  # thin strokes are thickened at this resolution (5x the final box)
 FLAT_MIN_SIDE = 64  # smaller images (a 28x28 digit, a small crop) are taken to be evenly lit
 FLAT_BLOCKS = 8  # the paper's shade is estimated on this grid (blocks per side)
+FLAT_EVEN = 0.02  # a shade varying less than this across the blocks is even paper: no map needed
 
 
 class ImageError(ValueError):
@@ -139,8 +140,8 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
                              grey[:, :frame].ravel(), grey[:, -frame:].ravel()])
     paper = float(np.median(border))
     light = paper > 0.5  # dark ink on light paper
-    if min(h, w) >= FLAT_MIN_SIDE:
-        background = paper_map(grey, light)
+    background = paper_map(grey, light) if min(h, w) >= FLAT_MIN_SIDE else None
+    if background is not None:
         ink = background - grey if light else grey - background
     else:
         ink = paper - grey if light else grey - paper
@@ -153,8 +154,9 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
     return np.clip(ink, 0.0, 1.0, out=ink)
 
 
-def paper_map(grey: np.ndarray, light: bool) -> np.ndarray:
-    """The paper's shade at every pixel (flat-field correction).
+def paper_map(grey: np.ndarray, light: bool) -> np.ndarray | None:
+    """The paper's shade at every pixel (flat-field correction); None where it is even (within
+    ``FLAT_EVEN``: a drawing on a canvas, a scan), which the border's median then stands for.
 
     The image is cut into ``FLAT_BLOCKS`` x ``FLAT_BLOCKS`` blocks; in each, the 90th percentile
     (10th for light ink) is the paper there, as ink covers a minority of any block a digit
@@ -165,17 +167,19 @@ def paper_map(grey: np.ndarray, light: bool) -> np.ndarray:
     """
     h, w = grey.shape
     n = FLAT_BLOCKS
-    step = max(1, min(h, w) // 256)  # a percentile needs no more than ~1,000 pixels a block
+    step = max(1, min(h, w) // 128)  # a percentile needs no more than ~250 pixels a block
     sample = grey[::step, ::step]
     sh, sw = sample.shape
     bh, bw = -(-sh // n), -(-sw // n)
-    padded = np.pad(sample, ((0, bh * n - sh), (0, bw * n - sw)), mode="edge")
+    padded = np.pad(sample, ((0, bh * n - sh), (0, bw * n - sw)), mode="edge") if (sh % n or sw % n) else sample
     blocks = padded.reshape(n, bh, n, bw).transpose(0, 2, 1, 3).reshape(n, n, bh * bw)
     k = int(round((0.9 if light else 0.1) * (bh * bw - 1)))
     shade = np.partition(blocks, k, axis=2)[:, :, k].astype(np.float32)
     ring = np.pad(shade, 1, mode="edge")
     near = np.stack([ring[i:i + n, j:j + n] for i in range(3) for j in range(3)])
     shade = near.max(axis=0) if light else near.min(axis=0)
+    if float(shade.max() - shade.min()) <= FLAT_EVEN:
+        return None
     # bilinear between block centres, as two small matrix products (Pillow's resize of a float
     # image and the copy back to numpy took 50 ms for a 1500x1500 photo; this takes ~3 ms)
     return interpolation(h, n) @ shade @ interpolation(w, n).T
@@ -188,8 +192,9 @@ def interpolation(size: int, n: int) -> np.ndarray:
     high = np.minimum(low + 1, n - 1)
     frac = (position - low).astype(np.float32)
     weights = np.zeros((size, n), np.float32)
-    np.add.at(weights, (np.arange(size), low), 1 - frac)
-    np.add.at(weights, (np.arange(size), high), frac)
+    rows = np.arange(size)
+    weights[rows, low] = 1 - frac
+    weights[rows, high] += frac  # where low == high (the clipped ends) the two add up to 1
     return weights
 
 
@@ -229,14 +234,10 @@ def thicken_thin_strokes(ink: np.ndarray) -> np.ndarray:
     first max-pooled to about ``WORK_SIDE`` pixels (max-pooling never loses a line), then
     dilated until the strokes have the width MNIST's would have at that scale.
     """
-    longer = max(ink.shape)
-    factor = longer // WORK_SIDE
+    factor = max(ink.shape) // WORK_SIDE
     if factor >= 2:
-        h, w = ink.shape
-        ph, pw = -h % factor, -w % factor
-        padded = np.pad(ink, ((0, ph), (0, pw)))
-        ink = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor).max(axis=(1, 3))
-        longer = max(ink.shape)
+        ink = max_pool(ink, factor)
+    longer = max(ink.shape)
     target = STROKE * longer / BOX  # MNIST's width at this resolution
     width = stroke_width(ink > 0.5)
     if width >= 0.7 * target or longer < 2 * BOX:  # thick enough, or too small to dilate sensibly
@@ -245,6 +246,22 @@ def thicken_thin_strokes(ink: np.ndarray) -> np.ndarray:
     if size < 3:
         return ink
     return max_filter(ink, size)
+
+
+def max_pool(image: np.ndarray, factor: int) -> np.ndarray:
+    """Each ``factor`` x ``factor`` block's maximum (the last ones padded): smaller, and no line lost."""
+    h, w = image.shape
+    if h % factor or w % factor:
+        image = np.pad(image, ((0, -h % factor), (0, -w % factor)))
+    # rows, then columns, as strided maxima: 20x faster than a reshape's max over axes (1, 3),
+    # which numpy reduces element by element (30 ms against 1.5 ms for a 1500x1500 photo)
+    rows = image[0::factor].copy()
+    for i in range(1, factor):
+        np.maximum(rows, image[i::factor], out=rows)
+    out = rows[:, 0::factor].copy()
+    for j in range(1, factor):
+        np.maximum(out, rows[:, j::factor], out=out)
+    return out
 
 
 def max_filter(image: np.ndarray, size: int) -> np.ndarray:
