@@ -99,6 +99,18 @@ def test_a_poor_trial_is_pruned(small_mnist, tmp_path):
     assert tune.warmup_epochs(3) == 2 and tune.warmup_epochs(15) == 5  # a third of a long schedule
 
 
+def test_a_trial_is_never_pruned_at_its_last_epoch(small_mnist, tmp_path):
+    # in 2 epochs the pruner's first judgement would fall on the last one: the poor trial
+    # that is pruned above must finish here, with its final figure
+    params = tune.parse_space({"lr": {"low": 1e-7, "high": 0.1, "log": True},
+                               "muon_lr": {"low": 1e-7, "high": 0.5, "log": True}})
+    good, poor = {"lr": 0.03, "muon_lr": 0.18}, {"lr": 1e-7, "muon_lr": 1e-7}
+    trials = run_trials(small_search(tmp_path, params, epochs=2), small_mnist, [good] * tune.STARTUP_TRIALS + [poor])
+    assert tune.warmup_epochs(2) == 2
+    assert trials[-1].state == optuna.trial.TrialState.COMPLETE and len(trials[-1].intermediate_values) == 2
+    assert trials[-1].value < min(t.value for t in trials[:-1])
+
+
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(small_mnist, tmp_path):
     params = tune.parse_space({"clean_epochs": {"low": 0, "high": 5, "step": 1}})
     trials = run_trials(small_search(tmp_path, params), small_mnist, [{"clean_epochs": 5}, {"clean_epochs": 1}])
