@@ -6,7 +6,7 @@ against the same recipe on MNIST alone. Results: docs/experiments.md ("Training 
 
     .venv/bin/python benchmarks/font_folds.py --seeds 0 1 --repeats 8 --out results.json
 
-The rendered digits are read exactly as `predict` reads a file (load_image + preprocess), from
+The rendered digits are read exactly as `predict --single` reads a file (the benchmark's own reading), from
 seed 1 (the benchmark renders from seed 0), and placed before MNIST's training images so that
 the validation images stay MNIST's last 10,000.
 """
@@ -22,11 +22,10 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import torch
 
-from tinymnist.bench.handwriting import read_benchmark, score
+from tinymnist.bench.handwriting import read_benchmark, read_samples, score
 from tinymnist.config import preset_config
 from tinymnist.data import MNIST, load_mnist
 from tinymnist.data.handwriting import CONDITIONS, render_set
-from tinymnist.inference.preprocess import ImageError, load_image, preprocess, to_uint8
 from tinymnist.models.checkpoint import load_checkpoint
 from tinymnist.training import train
 
@@ -39,14 +38,9 @@ RENDER_SEED = 1
 
 
 def render_font(name: str, repeats: int) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = [], []
-    for s in render_set(RENDER_SEED, halves=("dev",), repeats=repeats, fonts=(name,)):
-        try:
-            images.append(to_uint8(preprocess(load_image(s.data))))
-            labels.append(int(s.label))
-        except ImageError:
-            continue
-    return np.stack(images), np.asarray(labels, np.int64)
+    """The font's digits as the benchmark reads them, each whole image one digit; refused ones left out."""
+    read = read_samples(render_set(RENDER_SEED, halves=("dev",), repeats=repeats, fonts=(name,)), single=True)
+    return read.digits, np.asarray([int(r["label"]) for r in read.rows if r["found"]], np.int64)
 
 
 def font_digits(fonts: tuple[str, ...], repeats: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,14 +23,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
-import torch
 from torch import nn
 
 from .. import __version__
 from ..data import default_cache_dir
 from ..inference.engine import Classifier, handle, onnx_backend
 from ..inference.preprocess import SIZE
-from .workers import InferencePool, WorkerFailed
+from .workers import InferencePool, WorkerFailed, one_thread
 
 log = logging.getLogger(__name__)
 
@@ -283,15 +282,13 @@ def serve(model: nn.Module, meta: dict, host: str = "127.0.0.1", port: int = 800
     """Serve until Ctrl-C, on ``sock`` if given (from `listening_socket`), else on ``host:port``.
     ``model_code``: the reference a user's checkpoint loads with, in each worker process too."""
     import uvicorn
-    from threadpoolctl import threadpool_limits
 
     sock = sock or listening_socket(host, port)
     try:
         bound_port = sock.getsockname()[1]  # differs from `port` when that is 0 (any free port)
         log.info(f"serving {meta['model']} from {meta.get('checkpoint', 'memory')} at http://{host}:{bound_port}/ "
             "(API docs at /docs; Ctrl-C to stop)")
-        torch.set_num_threads(1)  # single images: threads would only contend with the server's own
-        threadpool_limits(1)  # numpy's BLAS likewise (serving/workers.py says what its threads cost)
+        one_thread()  # single images: threads would only contend with the server's own
         onnx = onnx_backend(model, meta, backend, cache_dir or default_cache_dir() / "onnx")
         log.info(f"inference: {'onnxruntime' if onnx is not None else 'PyTorch'}, "
             + (f"{workers} worker processes" if workers > 1 else "in the HTTP process"))

@@ -32,19 +32,25 @@ class WorkerFailed(RuntimeError):
     """A worker died with the request in flight (the request itself may be the cause)."""
 
 
-def worker_main(conn: Connection, checkpoint: str, onnx: bytes | None, model: str | None = None) -> None:
-    """One worker process: load the model, then answer requests from the pipe until it closes."""
+def one_thread() -> None:
+    """This process computes on one thread, in torch and in numpy's BLAS: a server answers single
+    images on one core per process, where extra threads only fight the other processes. BLAS
+    threads spinning in every worker for the paper map's small matrix products took a 2-worker
+    server from ~350 to ~100 requests/s (docs/benchmarks.md)."""
     import torch
     from threadpoolctl import threadpool_limits
 
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+
+
+def worker_main(conn: Connection, checkpoint: str, onnx: bytes | None, model: str | None = None) -> None:
+    """One worker process: load the model, then answer requests from the pipe until it closes."""
     from ..inference.engine import Classifier, handle
     from ..models.checkpoint import load_checkpoint
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes the pipes
-    torch.set_num_threads(1)  # one core per worker; threads would fight the other workers
-    # numpy's BLAS too: its threads, spinning in every worker for the paper map's small matrix
-    # products, took a 2-worker server from ~350 to ~100 requests/s (docs/benchmarks.md)
-    threadpool_limits(1)
+    one_thread()
     net, _ = load_checkpoint(checkpoint, "cpu", model=model)
     classify = Classifier(net, onnx)
     conn.send_bytes(b"ready")
